@@ -1,0 +1,340 @@
+"""The ``l2vol`` command. Thin: parse arguments, call one library function, print the result.
+
+Heavy libraries (torch, feast, kfp, lightgbm, captum, pyarrow-heavy modules) are imported inside the
+command that needs them, so ``l2vol --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="l2vol",
+    help="High-frequency volatility factors and forecasts from China A-share Level2 data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(
+    help="Level2 data: simulate a market, ingest vendor files, clean and validate, derive daily bars.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+class _RichProgress:
+    """Adapter from :class:`l2vol.progress.Progress` to a rich progress bar on stderr."""
+
+    def __init__(self, progress):
+        self._p = progress
+        self._tasks: dict[str, int] = {}
+
+    def task(self, name: str, total: int | None) -> None:
+        if name in self._tasks:
+            self._p.reset(self._tasks[name], total=total)
+        else:
+            self._tasks[name] = self._p.add_task(name, total=total)
+
+    def advance(self, name: str, n: int = 1, note: str = "") -> None:
+        if name not in self._tasks:
+            self.task(name, None)
+        desc = f"{name} [dim]{note}[/dim]" if note else name
+        self._p.update(self._tasks[name], advance=n, description=desc)
+
+
+@contextmanager
+def _progress(enabled: bool = True):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        from l2vol.progress import NullProgress
+
+        yield NullProgress()
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as p:
+        yield _RichProgress(p)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors():
+    """Turn expected failures (bad input, storage, config) into one clear line and exit code 2."""
+    from l2vol.storage import StoreError
+
+    try:
+        yield
+    except (ValueError, KeyError, StoreError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        _fail(str(msg))
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _store(uri: str):
+    from l2vol.storage import DatasetStore
+
+    return DatasetStore(uri)
+
+
+def _counts_table(title: str, rows: dict[str, int]) -> Table:
+    t = Table(title=title)
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for k, v in rows.items():
+        t.add_row(k, f"{v:,}")
+    return t
+
+
+# --------------------------------------------------------------------------------------- data simulate
+@data_app.command("simulate")
+def data_simulate(
+    out_uri: Annotated[str, typer.Option("--out", help="Store URI to write to (path, file:// or s3://).")],
+    symbols: Annotated[int, typer.Option(help="Number of instruments.")] = 20,
+    days: Annotated[int, typer.Option(help="Number of trading days (XSHG calendar).")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same market, byte for byte.")] = 0,
+    start: Annotated[str, typer.Option(help="First trading date on or after this date (YYYY-MM-DD).")] = "2024-01-02",
+    calibration: Annotated[str, typer.Option(help="Named calibration of the latent process.")] = "default",
+    inject_defects: Annotated[
+        bool, typer.Option("--inject-defects", help="Inject known defects per cleaning rule (recorded).")
+    ] = False,
+    with_orders: Annotated[bool, typer.Option("--with-orders", help="Also write tick-by-tick orders.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a realistic A-share Level2 market (snapshots, trades, universe, latent truth).
+
+    Deterministic per seed. Writes one date partition at a time, so memory stays bounded as days grow.
+    With --inject-defects, known numbers of defects per cleaning rule are written and listed in
+    simulation/defects.json.
+    """
+    import datetime as dt
+
+    from l2vol.config import SimulationConfig
+    from l2vol.data.simulator import simulate_market
+
+    with _user_errors():
+        cfg = SimulationConfig(
+            symbols=symbols,
+            days=days,
+            seed=seed,
+            start=dt.date.fromisoformat(start),
+            calibration=calibration,
+            inject_defects=inject_defects,
+            with_orders=with_orders,
+        )
+        store = _store(out_uri)
+        with _progress(not as_json) as prog:
+            summary = simulate_market(cfg, store, progress=prog)
+    if as_json:
+        _emit_json(summary)
+        return
+    out.print(_counts_table(f"simulated market → {store.location()}", summary.get("rows", {})))
+    if summary.get("defects"):
+        out.print(f"injected defects: {summary['defects']}")
+
+
+# ----------------------------------------------------------------------------------------- data ingest
+@data_app.command("ingest")
+def data_ingest(
+    fmt: Annotated[str, typer.Option("--format", help="sse-l2, szse-l2, lobster, optiver or bars-csv.")],
+    src: Annotated[Path, typer.Option(help="Source file or directory.")],
+    out_uri: Annotated[str, typer.Option("--out", help="Store URI to write the raw canonical tables to.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest vendor files into canonical raw tables (streamed; one date partition committed at a time).
+
+    Malformed files (missing columns, wrong types, truncated, empty, wrong encoding) fail with the file,
+    row and problem, and leave no partial partition. Accepted columns: docs/ingest.md.
+    """
+    from l2vol.data.loaders import ingest
+
+    with _user_errors():
+        store = _store(out_uri)
+        with _progress(not as_json) as prog:
+            summary = ingest(fmt, src, store, progress=prog)
+    if as_json:
+        _emit_json(summary)
+        return
+    out.print(_counts_table(f"ingested {fmt} from {src} → {store.location()}", summary.get("rows", {})))
+
+
+# ------------------------------------------------------------------------------------ clean / validate
+def _print_quality(summary, title: str) -> None:
+    d = summary.to_dict()
+    t = Table(title=title)
+    for col in ("table", "rule", "action", "rows"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    for row in d.get("by_rule", []):
+        t.add_row(row["table"], row["rule"], row["action"], f"{row['rows']:,}")
+    out.print(t)
+    for table, tot in d.get("totals", {}).items():
+        out.print(
+            f"{table}: in {tot['rows_in']:,} = kept {tot['kept']:,} + quarantined {tot['quarantined']:,}"
+            f" (repaired {tot.get('repaired', 0):,}, flagged {tot.get('flagged', 0):,})"
+        )
+    out.print(f"data-quality report: [bold]{d['report']}[/bold]")
+
+
+@data_app.command("clean")
+def data_clean(
+    src: Annotated[str, typer.Option(help="Store URI holding the raw canonical tables.")],
+    out_uri: Annotated[str, typer.Option("--out", help="Store URI for clean tables, quarantine and reports.")],
+    profile: Annotated[str, typer.Option(help="Market profile: ashare, lobster or optiver.")] = "ashare",
+    start: Annotated[str | None, typer.Option(help="First date (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (YYYY-MM-DD).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the cleaning rules (quarantine / repair / flag, fixed order) and write clean tables.
+
+    Rejected rows go to the quarantine table with their rule; rows in = kept + quarantined per file and
+    rule; a data-quality report (JSON + HTML) is written per date under reports/quality/.
+    """
+    from l2vol.data.cleaning import clean_store
+
+    with _user_errors():
+        src_store, dst_store = _store(src), _store(out_uri)
+        with _progress(not as_json) as prog:
+            summary = clean_store(src_store, dst_store, profile=profile, start=start, end=end, progress=prog)
+    if as_json:
+        _emit_json(summary.to_dict())
+        return
+    _print_quality(summary, f"cleaned {src_store.location()} → {dst_store.location()}")
+
+
+@data_app.command("validate")
+def data_validate(
+    uri: Annotated[str, typer.Argument(help="Store URI to check.")],
+    profile: Annotated[str, typer.Option(help="Market profile: ashare, lobster or optiver.")] = "ashare",
+    start: Annotated[str | None, typer.Option(help="First date (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (YYYY-MM-DD).")] = None,
+    report_uri: Annotated[
+        str | None, typer.Option("--report", help="Store URI for the reports (default: the checked store).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit with code 1 if any row would be quarantined.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a store against the cleaning rules without changing it; write the data-quality report."""
+    from l2vol.data.cleaning import validate_store
+
+    with _user_errors():
+        store = _store(uri)
+        rstore = _store(report_uri) if report_uri else None
+        with _progress(not as_json) as prog:
+            summary = validate_store(store, profile=profile, start=start, end=end, report_store=rstore, progress=prog)
+    if as_json:
+        _emit_json(summary.to_dict())
+    else:
+        _print_quality(summary, f"validated {store.location()}")
+    if strict and sum(summary.counts(action="quarantine").values()) > 0:
+        raise typer.Exit(1)
+
+
+@data_app.command("bars")
+def data_bars(
+    src: Annotated[str, typer.Option(help="Store URI with canonical snapshots and trades (clean).")],
+    start: Annotated[str | None, typer.Option(help="First date (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (YYYY-MM-DD).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Derive daily bars (bars_1d) from Level2 snapshots and trades, one date at a time."""
+    from l2vol.data.bars import derive_bars
+
+    with _user_errors():
+        store = _store(src)
+        with _progress(not as_json) as prog:
+            summary = derive_bars(store, start=start, end=end, progress=prog)
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"bars_1d written to {store.location()}: {summary}")
+
+
+@data_app.command("ls")
+def data_ls(
+    uri: Annotated[str, typer.Argument(help="Store URI.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """List the committed tables of a store with their dates and row counts (from manifests)."""
+    with _user_errors():
+        store = _store(uri)
+        listing = {}
+        for table in store.list_tables():
+            dates = store.list_dates(table)
+            rows = sum(store.read_manifest(table, d)["rows"] for d in dates)
+            listing[table] = {
+                "dates": len(dates),
+                "first": str(dates[0]) if dates else None,
+                "last": str(dates[-1]) if dates else None,
+                "rows": rows,
+            }
+    if as_json:
+        _emit_json(listing)
+        return
+    t = Table(title=store.location())
+    for col in ("table", "dates", "first", "last", "rows"):
+        t.add_column(col)
+    for k, v in listing.items():
+        t.add_row(k, str(v["dates"]), str(v["first"]), str(v["last"]), f"{v['rows']:,}")
+    out.print(t)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo(
+    out_dir: Annotated[str, typer.Option("--out", help="Where the demo writes its stores and reports.")] = "demo_out",
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny market (for tests): seconds, not minutes.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the embedded default pipeline on a simulated market and print where the report is.
+
+    simulate (with injected defects) → validate/clean (quarantine + data-quality report) → daily bars.
+    """
+    from l2vol.demo import run_demo
+
+    with _user_errors(), _progress(not as_json) as prog:
+        result = run_demo(out_dir, quick=quick, progress=prog)
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(_counts_table(f"clean data in {result['clean']}", result["clean_rows"]))
+    t = Table(title="quarantined / repaired / flagged rows by rule")
+    for col in ("table", "rule", "action", "rows", "injected"):
+        t.add_column(col)
+    for row in result["by_rule"]:
+        inj = result["injected"].get(row["rule"])
+        t.add_row(row["table"], row["rule"], row["action"], f"{row['rows']:,}", "" if inj is None else str(inj))
+    out.print(t)
+    out.print(f"data-quality report: [bold]{result['report']}[/bold]")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,71 @@
+"""The embedded default pipeline behind ``make demo`` / ``l2vol demo``.
+
+Today: simulate a small A-share Level2 market with injected defects → clean and validate
+(quarantine + data-quality report) → daily bars. Later stages (factors, Feast, models, Parallel_DE)
+plug in here as they land.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from l2vol.config import DemoConfig, SimulationConfig
+from l2vol.progress import Progress, ensure
+
+
+def demo_config(out: str, *, quick: bool = False) -> DemoConfig:
+    if quick:
+        sim = SimulationConfig(symbols=4, days=2, seed=7, inject_defects=True)
+    else:
+        sim = SimulationConfig(symbols=12, days=6, seed=7, inject_defects=True)
+    return DemoConfig(out=out, simulation=sim)
+
+
+def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None = None) -> dict:
+    """Run the demo pipeline under ``out`` (``<out>/raw``, ``<out>/clean``) and return a summary."""
+    from l2vol.data.bars import derive_bars
+    from l2vol.data.cleaning import clean_store
+    from l2vol.data.simulator import simulate_market
+    from l2vol.storage import DatasetStore
+
+    progress = ensure(progress)
+    cfg = demo_config(str(out), quick=quick)
+    root = Path(cfg.out).resolve() if "://" not in cfg.out else cfg.out
+    raw_uri = f"{root}/raw" if isinstance(root, str) else f"file://{root / 'raw'}"
+    clean_uri = f"{root}/clean" if isinstance(root, str) else f"file://{root / 'clean'}"
+    if isinstance(root, Path):
+        (root / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "clean").mkdir(parents=True, exist_ok=True)
+    raw, clean = DatasetStore(raw_uri), DatasetStore(clean_uri)
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sim = simulate_market(cfg.simulation, raw, progress=progress)
+    timings["simulate_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    quality = clean_store(raw, clean, profile="ashare", progress=progress)
+    timings["clean_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bars = derive_bars(clean, progress=progress)
+    timings["bars_s"] = time.perf_counter() - t0
+
+    q = quality.to_dict()
+    clean_rows = {}
+    for table in clean.list_tables():
+        clean_rows[table] = sum(clean.read_manifest(table, d)["rows"] for d in clean.list_dates(table))
+    return {
+        "raw": raw.location(),
+        "clean": clean.location(),
+        "config": cfg.model_dump(mode="json"),
+        "simulation": sim,
+        "clean_rows": clean_rows,
+        "by_rule": q.get("by_rule", []),
+        "totals": q.get("totals", {}),
+        "injected": sim.get("defects", {}) or {},
+        "bars": bars,
+        "report": q["report"],
+        "timings": timings,
+    }

@@ -1,0 +1,1 @@
+"""Factor engine: registry of causal high-frequency volatility factors and targets."""
