@@ -116,13 +116,22 @@ class MarketProfile:
                 return s
         return None
 
-    def sessions_for(self, day: dt.date | None = None) -> tuple[Session, ...]:
-        """Sessions of ``day``. Before the closing-call date the close is continuous trading."""
-        if day is not None and self.closing_call_since is not None and day < self.closing_call_since:
+    def sessions_for(self, day: dt.date | None = None, exchange: str | None = None) -> tuple[Session, ...]:
+        """Sessions of ``day``. Before the closing-call date (SSE: 2018-08-20) the last minutes are
+        continuous trading up to 15:00:00 and the 15:00:00 closing snapshot is phase CLOSED. SZSE
+        (``exchange="SZSE"``) had its closing call long before and keeps it on every date."""
+        if (
+            day is not None
+            and self.closing_call_since is not None
+            and day < self.closing_call_since
+            and exchange != "SZSE"
+        ):
             out = []
             for s in self.sessions:
                 if s.phase == "CCALL":
-                    out.append(Session(s.start, s.end, "TRADE"))
+                    out.append(Session(s.start, dt.time(s.end.hour, s.end.minute), "TRADE"))
+                    if s.end.second:
+                        out.append(Session(dt.time(s.end.hour, s.end.minute), s.end, "CLOSED"))
                 else:
                     out.append(s)
             return tuple(out)
@@ -137,12 +146,14 @@ class MarketProfile:
             for s in self.continuous_sessions(day)
         )
 
-    def phase_of(self, local_times: pd.DatetimeIndex | pd.Series, day: dt.date | None = None) -> np.ndarray:
+    def phase_of(
+        self, local_times: pd.DatetimeIndex | pd.Series, day: dt.date | None = None, exchange: str | None = None
+    ) -> np.ndarray:
         """Vectorized phase label (or ``None`` outside every session) for market-local times."""
         idx = pd.DatetimeIndex(local_times)
         secs = idx.hour * 3600 + idx.minute * 60 + idx.second + idx.microsecond / 1e6
         out = np.full(len(idx), None, dtype=object)
-        for s in self.sessions_for(day):
+        for s in self.sessions_for(day, exchange):
             a = s.start.hour * 3600 + s.start.minute * 60 + s.start.second
             b = s.end.hour * 3600 + s.end.minute * 60 + s.end.second
             out[(secs >= a) & (secs < b)] = s.phase
@@ -244,16 +255,23 @@ def round_to_tick(px: float | np.ndarray, tick: float = 0.01) -> float | np.ndar
 def price_limits(
     pre_close: float, board: str, is_st: bool, day: dt.date, days_since_listing: int
 ) -> tuple[float | None, float | None]:
-    """(lower, upper) limit prices for the day, rounded to the tick as the exchanges do (half up)."""
+    """(lower, upper) limit prices for the day, rounded to the tick half up as the exchanges do.
+
+    Decimal arithmetic: 4.35 x 0.9 is exactly 3.915 and rounds to 3.92 (binary floats give 3.9149...).
+    """
+    from decimal import ROUND_HALF_UP, Decimal
+
     pct = limit_pct(board, is_st, day, days_since_listing)
     if pct is None:
         return None, None
     if pct == 0.44:  # IPO day: +44% / -36%
-        up, down = 0.44, 0.36
+        up, down = Decimal("0.44"), Decimal("0.36")
     else:
-        up = down = pct
-    upper = float(np.floor(pre_close * (1 + up) * 100 + 0.5) / 100)
-    lower = float(np.floor(pre_close * (1 - down) * 100 + 0.5) / 100)
+        up = down = Decimal(str(pct))
+    pc = Decimal(str(pre_close))
+    cent = Decimal("0.01")
+    upper = float((pc * (1 + up)).quantize(cent, rounding=ROUND_HALF_UP))
+    lower = float((pc * (1 - down)).quantize(cent, rounding=ROUND_HALF_UP))
     return lower, upper
 
 

@@ -8,8 +8,10 @@ Layout under the store root::
 A partition is visible only once its ``_manifest.json`` exists, and readers read exactly the files the
 manifest lists, so a write that crashes mid-partition leaves nothing visible. Part files are named by
 their content hash, so re-writing the same data produces the same files and the same manifest
-(idempotent). Replacing a partition writes the new parts, swaps the manifest (atomic rename on local
-disks, a single PUT on S3) and only then deletes parts that the new manifest no longer lists.
+(idempotent). Every file is written whole or not at all (a temporary file renamed into place on local
+disks, a single PUT on S3), so re-writing a committed part never exposes a half-written file. Replacing
+a partition writes the new parts, swaps the manifest and only then deletes parts that the new manifest
+no longer lists. Parts left behind by crashed writes are invisible; :meth:`DatasetStore.gc` removes them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import posixpath
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from l2vol.storage.uri import StoreError, open_filesystem
 
 MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 1
+_TMP = ".tmp-"  # infix of temporary files renamed into place (local disks)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class PartitionInfo:
 
 
 def _date(d: dt.date | str) -> dt.date:
+    if isinstance(d, dt.datetime):  # also pandas.Timestamp: its calendar date, not an ISO datetime
+        return d.date()
     return d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
 
 
@@ -89,14 +96,19 @@ class DatasetStore:
     ) -> PartitionInfo:
         """Write (or replace) one date partition of ``table`` and commit it with a manifest.
 
-        ``data`` is a table or an iterable of batches/tables (streamed: at most ``max_rows_per_file`` rows
-        are buffered per part file). ``schema`` (when given) is enforced: batches are cast to it and a
-        mismatch raises ``ValueError`` naming the table and date. ``metadata`` is stored in the manifest.
+        ``data`` is a table, a record batch or an iterable of batches/tables (streamed: at most
+        ``max_rows_per_file`` rows are buffered, and each part file holds at most that many rows).
+        ``schema`` (when given) is enforced, otherwise the first chunk's schema is: chunks are cast to it
+        and a mismatch raises ``ValueError`` naming the table and date. ``metadata`` is stored in the
+        manifest. If the write fails or the process dies, the previously committed version (if any)
+        stays visible and unchanged.
         """
+        if max_rows_per_file < 1:
+            raise ValueError(f"max_rows_per_file must be >= 1, got {max_rows_per_file}")
         date = _date(date)
         pdir = self.partition_path(table, date)
         self._mkdir(pdir)
-        chunks = [data] if isinstance(data, pa.Table) else data
+        chunks = [data] if isinstance(data, pa.Table | pa.RecordBatch) else data
         files: list[dict] = []
         written: list[str] = []
         buf: list[pa.Table] = []
@@ -112,7 +124,9 @@ class DatasetStore:
             payload = _to_parquet_bytes(tbl)
             digest = hashlib.sha256(payload).hexdigest()
             name = f"part-{len(files):04d}-{digest[:16]}.parquet"
-            self._put_bytes(posixpath.join(pdir, name), payload, atomic=False)
+            # Atomic even though the name is new to this write: an idempotent re-write produces the
+            # names the committed manifest lists, and must not truncate them in place.
+            self._put_bytes(posixpath.join(pdir, name), payload, atomic=True)
             written.append(name)
             files.append({"name": name, "rows": tbl.num_rows, "bytes": len(payload), "sha256": digest})
 
@@ -122,19 +136,21 @@ class DatasetStore:
                 if out_schema is None:
                     out_schema = tbl.schema
                 tbl = _enforce_schema(tbl, out_schema, table, date)
-                if tbl.num_rows == 0:
-                    continue
-                buf.append(tbl)
-                buffered += tbl.num_rows
-                if buffered >= max_rows_per_file:
-                    flush()
+                offset = 0
+                while offset < tbl.num_rows:  # split chunks so no part exceeds max_rows_per_file
+                    piece = tbl.slice(offset, max_rows_per_file - buffered)
+                    offset += piece.num_rows
+                    buf.append(piece)
+                    buffered += piece.num_rows
+                    if buffered >= max_rows_per_file:
+                        flush()
             flush()
             if not files:  # an empty partition is still committed (e.g. a day with no trades)
                 empty = pa.Table.from_batches([], schema=out_schema) if out_schema is not None else pa.table({})
                 payload = _to_parquet_bytes(empty)
                 digest = hashlib.sha256(payload).hexdigest()
                 name = f"part-0000-{digest[:16]}.parquet"
-                self._put_bytes(posixpath.join(pdir, name), payload, atomic=False)
+                self._put_bytes(posixpath.join(pdir, name), payload, atomic=True)
                 written.append(name)
                 files.append({"name": name, "rows": 0, "bytes": len(payload), "sha256": digest})
         except BaseException:
@@ -183,6 +199,10 @@ class DatasetStore:
             raise StoreError(f"{self.display(path)}: corrupt manifest ({exc})") from exc
 
     def list_tables(self) -> list[str]:
+        """Tables with at least one committed partition, sorted."""
+        return [t for t in self._table_dirs() if self.list_dates(t)]
+
+    def _table_dirs(self) -> list[str]:
         infos = self._ls(self.root)
         return sorted(
             i.base_name.split("=", 1)[1]
@@ -193,19 +213,27 @@ class DatasetStore:
     def list_dates(
         self, table: str, start: dt.date | str | None = None, end: dt.date | str | None = None
     ) -> list[dt.date]:
-        """Committed partition dates of ``table`` in [start, end] (inclusive), sorted."""
-        infos = self._ls(self._path(f"table={table}"))
+        """Committed partition dates of ``table`` in [start, end] (inclusive), sorted.
+
+        One recursive listing (a few paged LIST requests on S3) rather than a request per date.
+        """
+        tdir = self._path(f"table={table}")
         lo = _date(start) if start is not None else None
         hi = _date(end) if end is not None else None
         out = []
-        for i in infos:
-            if i.type != pafs.FileType.Directory or not i.base_name.startswith("date="):
+        for i in self._ls(tdir, recursive=True):
+            if i.type != pafs.FileType.File or i.base_name != MANIFEST:
                 continue
-            d = _date(i.base_name.split("=", 1)[1])
+            parent = posixpath.dirname(i.path)
+            if posixpath.dirname(parent) != tdir or not posixpath.basename(parent).startswith("date="):
+                continue
+            try:
+                d = _date(posixpath.basename(parent).split("=", 1)[1])
+            except ValueError:  # not a directory this store wrote
+                continue
             if (lo and d < lo) or (hi and d > hi):
                 continue
-            if self._exists(posixpath.join(i.path, MANIFEST)):
-                out.append(d)
+            out.append(d)
         return sorted(out)
 
     def read_partition(
@@ -224,6 +252,13 @@ class DatasetStore:
         pdir = self.partition_path(table, date)
         paths = [posixpath.join(pdir, f["name"]) for f in man["files"]]
         cols = list(columns) if columns is not None else None
+        known = [name for name, _ in man.get("schema", [])]
+        if not known and man["rows"] == 0:  # empty partition committed without a schema
+            return pa.table({})
+        wanted = [*(cols or []), *(["symbol"] if symbols is not None else [])]
+        unknown = [c for c in dict.fromkeys(wanted) if c not in known]
+        if unknown:
+            raise ValueError(f"{self.display(pdir)}: no column(s) {unknown}; the partition has {known}")
         if symbols is not None and cols is not None and "symbol" not in cols:
             read_cols = [*cols, "symbol"]
         else:
@@ -233,7 +268,7 @@ class DatasetStore:
         for p in paths:
             try:
                 t = pq.read_table(p, filesystem=self.fs, columns=read_cols, filters=filt)
-            except OSError as exc:
+            except (OSError, pa.ArrowException) as exc:  # missing, truncated or corrupt (ArrowInvalid)
                 raise StoreError(f"{self.display(p)}: cannot read committed part ({exc})") from exc
             parts.append(t)
         tbl = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -296,19 +331,35 @@ class DatasetStore:
     def location(self, relpath: str = "") -> str:
         return self.display(self._path(relpath)) if relpath else self.uri
 
-    def gc(self) -> list[str]:
-        """Delete part files that no manifest lists (left by crashed writes). Returns what was removed."""
+    def gc(self, *, older_than_s: float = 3600.0) -> list[str]:
+        """Delete part and temporary files that no manifest lists (left by crashed or replaced writes).
+
+        Only files last modified at least ``older_than_s`` seconds ago are removed, because a write in
+        progress has parts that no manifest lists yet; deleting them would commit a partition whose
+        files are gone. Use ``older_than_s=0`` only when no writer is running. Returns the removed
+        locations.
+        """
         removed = []
-        for table in self.list_tables():
+        now = time.time()
+        for table in self._table_dirs():
             for i in self._ls(self._path(f"table={table}")):
-                if i.type != pafs.FileType.Directory:
+                if i.type != pafs.FileType.Directory or not i.base_name.startswith("date="):
                     continue
-                man_raw = self._get_bytes(posixpath.join(i.path, MANIFEST), missing_ok=True)
-                listed = {f["name"] for f in json.loads(man_raw)["files"]} if man_raw else set()
+                man_path = posixpath.join(i.path, MANIFEST)
+                man_raw = self._get_bytes(man_path, missing_ok=True)
+                try:
+                    listed = {f["name"] for f in json.loads(man_raw)["files"]} if man_raw else set()
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    # Deleting against an unreadable manifest could remove committed data.
+                    raise StoreError(f"{self.display(man_path)}: corrupt manifest, gc stopped ({exc})") from exc
                 for f in self._ls(i.path):
-                    if f.base_name.startswith("part-") and f.base_name not in listed:
-                        self._delete(f.path)
-                        removed.append(f.path)
+                    orphan = f.base_name.startswith("part-") or f.base_name.startswith(MANIFEST + _TMP)
+                    if f.type != pafs.FileType.File or not orphan or f.base_name in listed:
+                        continue
+                    if older_than_s > 0 and (f.mtime is None or now - f.mtime.timestamp() < older_than_s):
+                        continue
+                    self._delete(f.path)
+                    removed.append(self.display(f.path))
         return removed
 
     # -------------------------------------------------------------- internals
@@ -319,9 +370,9 @@ class DatasetStore:
         if self._is_local:
             self.fs.create_dir(path, recursive=True)
 
-    def _ls(self, path: str) -> list[pafs.FileInfo]:
+    def _ls(self, path: str, *, recursive: bool = False) -> list[pafs.FileInfo]:
         try:
-            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
         except OSError as exc:
             raise self._wrap(path, exc) from exc
 
@@ -348,11 +399,16 @@ class DatasetStore:
     def _put_bytes(self, path: str, payload: bytes, *, atomic: bool) -> None:
         try:
             if self._is_local and atomic:
-                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-                with self.fs.open_output_stream(tmp) as f:
-                    f.write(payload)
-                _fsync_path(tmp)
-                self.fs.move(tmp, path)  # rename(2): atomic on POSIX
+                tmp = f"{path}{_TMP}{uuid.uuid4().hex}"
+                try:
+                    with self.fs.open_output_stream(tmp) as f:
+                        f.write(payload)
+                    _fsync_path(tmp)
+                    self.fs.move(tmp, path)  # rename(2): atomic on POSIX
+                except BaseException:
+                    self._delete(tmp)
+                    raise
+                _fsync_path(posixpath.dirname(path))  # make the rename itself durable
             else:
                 with self.fs.open_output_stream(path) as f:  # S3: one PUT, visible whole or not at all
                     f.write(payload)
@@ -379,8 +435,6 @@ class DatasetStore:
 
 
 def _fsync_path(path: str) -> None:
-    import os
-
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -404,6 +458,10 @@ def _schema_fingerprint(schema: pa.Schema | None) -> list[list[str]]:
 
 def _enforce_schema(tbl: pa.Table, schema: pa.Schema, table: str, date: dt.date) -> pa.Table:
     if tbl.schema.equals(schema, check_metadata=False):
+        # A table built with a non-nullable schema is not validated by Arrow; Parquet would refuse it.
+        for field in schema:
+            if not field.nullable and tbl.column(field.name).null_count:
+                raise ValueError(f"table={table}/date={date}: non-nullable column {field.name!r} has nulls")
         return tbl
     missing = [n for n in schema.names if n not in tbl.column_names]
     extra = [n for n in tbl.column_names if n not in schema.names]
@@ -413,5 +471,7 @@ def _enforce_schema(tbl: pa.Table, schema: pa.Schema, table: str, date: dt.date)
         )
     try:
         return tbl.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    # ArrowInvalid is a ValueError, ArrowTypeError a TypeError; nulls in a non-nullable field raise a
+    # plain ValueError.
+    except (ValueError, TypeError, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"table={table}/date={date}: cannot cast to the schema: {exc}") from exc

@@ -8,15 +8,19 @@
 ``AWS_ACCESS_KEY_ID``      access key (from a Kubernetes Secret in the cluster)
 ``AWS_SECRET_ACCESS_KEY``  secret key
 ``AWS_REGION``             region (default ``us-east-1``)
-``L2VOL_S3_VERIFY_TLS``    ``0`` to skip certificate verification for self-signed endpoints
-``L2VOL_S3_CA_BUNDLE``     path to a CA bundle for the endpoint's certificate
+``L2VOL_S3_CA_BUNDLE``     path to a PEM CA bundle for the endpoint's certificate (self-signed MinIO)
+``L2VOL_S3_VERIFY_TLS``    must stay on: ``0`` is refused with an error, because pyarrow's S3
+                           client cannot skip certificate verification; use L2VOL_S3_CA_BUNDLE
 =========================  ==================================================================
+
+Errors name the bucket and endpoint: wrong credentials say access is denied, a missing bucket says
+it does not exist.
 """
 
 from __future__ import annotations
 
 import os
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
 
@@ -42,12 +46,25 @@ def s3_options_from_env(env: dict[str, str] | None = None) -> dict:
         if env.get("AWS_SESSION_TOKEN"):
             opts["session_token"] = env["AWS_SESSION_TOKEN"]
     if env.get("L2VOL_S3_CA_BUNDLE"):
-        opts["tls_ca_file_path"] = env["L2VOL_S3_CA_BUNDLE"]
+        ca = env["L2VOL_S3_CA_BUNDLE"]
+        if not os.path.isfile(ca):
+            raise StoreError(f"L2VOL_S3_CA_BUNDLE={ca!r}: no such file (a PEM bundle of the endpoint's CA)")
+        opts["tls_ca_file_path"] = ca
     if env.get("L2VOL_S3_VERIFY_TLS", "1").lower() in ("0", "false", "no"):
-        opts["tls_verify_certificates"] = False
+        # pyarrow.fs.S3FileSystem has no switch to turn verification off (apache/arrow#40754 added
+        # only tls_ca_file_path), and silently verifying anyway would hide the setting being ignored.
+        raise StoreError(
+            "L2VOL_S3_VERIFY_TLS=0 is not supported: certificates are always verified; point "
+            "L2VOL_S3_CA_BUNDLE at the endpoint's CA certificate (PEM) instead"
+        )
     opts["connect_timeout"] = float(env.get("L2VOL_S3_CONNECT_TIMEOUT", "5"))
     opts["request_timeout"] = float(env.get("L2VOL_S3_REQUEST_TIMEOUT", "30"))
     return opts
+
+
+#: How the AWS SDK (through pyarrow) and S3 servers spell an authentication/authorization failure.
+#: HEAD requests carry no error body, so pyarrow reports only ``AWS Error ACCESS_DENIED``.
+_DENIED = ("access_denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "403")
 
 
 def _check_bucket(fs: pafs.S3FileSystem, bucket: str, endpoint: str) -> None:
@@ -55,7 +72,7 @@ def _check_bucket(fs: pafs.S3FileSystem, bucket: str, endpoint: str) -> None:
         info = fs.get_file_info(bucket)
     except OSError as exc:
         msg = str(exc)
-        if "AccessDenied" in msg or "InvalidAccessKeyId" in msg or "SignatureDoesNotMatch" in msg or "403" in msg:
+        if any(d in msg.lower() for d in _DENIED):
             raise StoreError(
                 f"s3://{bucket} at {endpoint}: access denied - check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY ({msg})"
             ) from exc
@@ -68,7 +85,7 @@ def open_filesystem(uri: str, env: dict[str, str] | None = None) -> tuple[pafs.F
     """Return ``(filesystem, root path)`` for ``uri``. S3 stores are checked (bucket exists, key valid)."""
     u = urlparse(uri)
     if u.scheme in ("", "file"):
-        path = u.path if u.scheme == "file" else uri
+        path = unquote(u.path) if u.scheme == "file" else uri  # file URIs are percent-encoded
         if u.scheme == "file" and u.netloc not in ("", "localhost"):
             raise StoreError(f"{uri}: file:// URIs must be local (file:///abs/path)")
         return pafs.LocalFileSystem(), os.path.abspath(path)
