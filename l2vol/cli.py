@@ -164,6 +164,13 @@ def data_ingest(
     fmt: Annotated[str, typer.Option("--format", help="sse-l2, szse-l2, lobster, optiver or bars-csv.")],
     src: Annotated[Path, typer.Option(help="Source file or directory.")],
     out_uri: Annotated[str, typer.Option("--out", help="Store URI to write the raw canonical tables to.")],
+    vendor: Annotated[
+        str | None,
+        typer.Option(
+            help="Vendor profile: a name (e.g. sse-l2-int, szse-l2-int for prices x10000) or a YAML file "
+            "mapping columns, units and encoding. Default: the format's own profile."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest vendor files into canonical raw tables (streamed; one date partition committed at a time).
@@ -176,7 +183,7 @@ def data_ingest(
     with _user_errors():
         store = _store(out_uri)
         with _progress(not as_json) as prog:
-            summary = ingest(fmt, src, store, progress=prog)
+            summary = ingest(fmt, src, store, progress=prog, vendor=vendor)
     if as_json:
         _emit_json(summary)
         return
@@ -326,7 +333,7 @@ def demo(
     for col in ("table", "rule", "action", "rows", "injected"):
         t.add_column(col)
     for row in result["by_rule"]:
-        inj = result["injected"].get(row["rule"])
+        inj = result["injected"].get(row["table"], {}).get(row["rule"])
         t.add_row(row["table"], row["rule"], row["action"], f"{row['rows']:,}", "" if inj is None else str(inj))
     out.print(t)
     out.print(f"data-quality report: [bold]{result['report']}[/bold]")

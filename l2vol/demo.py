@@ -64,8 +64,15 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
         "clean_rows": clean_rows,
         "by_rule": q.get("by_rule", []),
         "totals": q.get("totals", {}),
-        "injected": sim.get("defects", {}) or {},
+        "injected": _injected_by_table(raw),
         "bars": bars,
         "report": q["report"],
         "timings": timings,
     }
+
+
+def _injected_by_table(raw) -> dict[str, dict[str, int]]:
+    """Defects the simulator injected, per table and rule (empty when none were injected)."""
+    if not raw.exists("simulation/defects.json"):
+        return {}
+    return raw.read_json("simulation/defects.json").get("by_table", {})
