@@ -548,7 +548,7 @@ class _TableRules:
         mask = reached & self._mask(pl.col("phase") == "HALT")
 
         def detail(d: pl.DataFrame) -> pl.Series:
-            return d.select(pl.lit("phase HALT")).to_series()
+            return pl.Series("detail", ["phase HALT"] * d.height, dtype=pl.String)
 
         return mask, None, detail
 

@@ -313,13 +313,15 @@ def test_flags_are_counted_and_rows_kept_unchanged():
         {"ts": at("10:00:06"), "bid_px_1": None, "ask_px_1": 9.0},  # limit-locked down
         {"ts": at("10:00:09"), "bid_px_1": 11.0, "ask_px_1": None, "upper_limit_px": None},  # day's limit
         {"ts": at("10:00:12"), "phase": "HALT", "bid_px_1": None, "ask_px_1": None},
+        {"ts": at("10:00:15"), "phase": "HALT", "bid_px_1": None, "ask_px_1": None},  # several halted rows
     )
     res = clean_table("snapshots", data, date=DAY)
     assert quarantined(res) == {}
     assert counted(res, "auction_bid_eq_ask") == [0]
     assert counted(res, "limit_locked") == [2, 4, 5]
-    assert counted(res, "halted") == [6]
-    assert res.quality.flagged == 5 and res.quality.kept == 7
+    assert counted(res, "halted") == [6, 7]
+    assert [e["detail"] for e in res.quality.examples["halted"]] == ["phase HALT", "phase HALT"]
+    assert res.quality.flagged == 6 and res.quality.kept == 8
     assert same(res.kept, data)
 
 
