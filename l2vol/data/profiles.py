@@ -169,11 +169,19 @@ class MarketProfile:
         return [d.date() for d in days]
 
     def next_trading_days(self, start: dt.date | str, n: int) -> list[dt.date]:
-        """The first ``n`` trading dates on or after ``start``."""
+        """The first ``n`` trading dates on or after ``start``; a clear error past the calendar's end."""
         out: list[dt.date] = []
         lo = pd.Timestamp(start)
+        last = _calendar(self.calendar).last_session if self.calendar is not None else None
         while len(out) < n:
+            if last is not None and lo > last:
+                raise ValueError(
+                    f"{self.calendar} calendar ends on {last.date()}: only {len(out)} of {n} trading days "
+                    f"from {pd.Timestamp(start).date()}"
+                )
             hi = lo + pd.Timedelta(days=max(14, 2 * (n - len(out))))
+            if last is not None and hi > last:
+                hi = last
             out.extend(d for d in self.trading_days(lo.date(), hi.date()) if not out or d > out[-1])
             lo = hi + pd.Timedelta(days=1)
         return out[:n]

@@ -219,3 +219,10 @@ def test_foreign_profiles_carry_no_ashare_rules():
     assert get_profile("lobster") is LOBSTER and get_profile("ashare") is ASHARE
     with pytest.raises(KeyError, match="unknown market profile 'nyse'"):
         get_profile("nyse")
+
+
+def test_next_trading_days_up_to_the_calendar_end():
+    days = ASHARE.next_trading_days("2026-12-01", 10)
+    assert len(days) == 10 and days[-1] <= D(2026, 12, 31)
+    with pytest.raises(ValueError, match="calendar ends on 2026-12-31"):
+        ASHARE.next_trading_days("2026-12-01", 400)
