@@ -28,6 +28,11 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+factors_app = typer.Typer(
+    help="High-frequency volatility factors: build factor and target tables, mine them (IC, decay, redundancy).",
+    no_args_is_help=True,
+)
+app.add_typer(factors_app, name="factors")
 
 console = Console(stderr=True)
 out = Console()
@@ -310,6 +315,88 @@ def data_ls(
     out.print(t)
 
 
+# ------------------------------------------------------------------------------------------- factors
+@factors_app.command("build")
+def factors_build(
+    src: Annotated[str, typer.Option(help="Store URI with clean canonical snapshots and trades.")],
+    out_uri: Annotated[str, typer.Option("--out", help="Store URI for the factors and targets tables.")],
+    factors: Annotated[
+        Path | None, typer.Option(help="Factor set YAML (from `l2vol factors report`); default: every factor.")
+    ] = None,
+    bucket: Annotated[str, typer.Option(help="Trading-clock bucket length, e.g. 5min.")] = "5min",
+    start: Annotated[str | None, typer.Option(help="First date (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (YYYY-MM-DD).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute bucket-level factors (ts = bucket end, strictly causal) and the separate targets table.
+
+    Streams one date at a time; multi-day factors (HAR lags, seasonal RV) come from a compact daily
+    summary carried forward, so a date is never re-read.
+    """
+    from l2vol.factors.engine import build_factors
+    from l2vol.factors.factor_set import FactorSet
+
+    with _user_errors():
+        names = FactorSet.load(factors).factors if factors else None
+        src_store, dst_store = _store(src), _store(out_uri)
+        with _progress(not as_json) as prog:
+            summary = build_factors(
+                src_store, dst_store, start=start, end=end, factors=names, bucket=bucket, progress=prog
+            )
+    if as_json:
+        _emit_json(summary)
+        return
+    out.print(f"factors and targets written to {dst_store.location()}")
+    out.print({k: v for k, v in summary.items() if k in ("dates", "rows", "factors", "seconds")})
+
+
+def _top_table(frame, title: str) -> Table:
+    t = Table(title=title)
+    for c in frame.columns:
+        t.add_column(c, justify="left" if c in ("factor", "family") else "right")
+    for row in frame.iter_rows():
+        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+@factors_app.command("report")
+def factors_report(
+    src: Annotated[str, typer.Option(help="Store URI holding the factors and targets tables.")],
+    out_uri: Annotated[str | None, typer.Option("--out", help="Store URI for the report (default: --src).")] = None,
+    start: Annotated[str | None, typer.Option(help="First date of the fit window (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date of the fit window (YYYY-MM-DD).")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Target(s), e.g. rv_next_bucket; first is primary. Default: all.")
+    ] = None,
+    corr_threshold: Annotated[float, typer.Option(help="|rank corr| above which factors are redundant.")] = 0.9,
+    top: Annotated[int, typer.Option(help="How many top factors to print.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Factor mining: IC/RankIC per target (Newey-West t, ICIR), IC decay by horizon, turnover,
+    correlation clustering with redundancy pruning → a factor set YAML recording its fit dates, and an
+    HTML report with plots."""
+    from l2vol.factors.mining import factor_report
+
+    with _user_errors():
+        store = _store(src)
+        with _progress(not as_json) as prog:
+            rep = factor_report(
+                store,
+                start=start,
+                end=end,
+                targets=target or None,
+                out=_store(out_uri) if out_uri else None,
+                corr_threshold=corr_threshold,
+                progress=prog,
+            )
+    if as_json:
+        _emit_json(rep.summary(n_top=top))
+        return
+    out.print(_top_table(rep.top(top), f"top factors by |RankIC| against {rep.primary_target}"))
+    for k, v in rep.paths.items():
+        out.print(f"{k}: [bold]{v}[/bold]")
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
@@ -337,6 +424,20 @@ def demo(
         t.add_row(row["table"], row["rule"], row["action"], f"{row['rows']:,}", "" if inj is None else str(inj))
     out.print(t)
     out.print(f"data-quality report: [bold]{result['report']}[/bold]")
+    fr = result["factor_report"]
+    t = Table(title=f"top factors by |RankIC| against {fr['primary_target']} ({fr['start']} .. {fr['end']})")
+    for col in ("factor", "family", "IC", "RankIC", "t (NW)"):
+        t.add_column(col, justify="left" if col in ("factor", "family") else "right")
+    for row in fr["top"]:
+        t.add_row(
+            row["factor"],
+            row["family"],
+            f"{row['ic_mean']:.3f}",
+            f"{row['rank_ic_mean']:.3f}",
+            "" if row["rank_ic_t_nw"] is None else f"{row['rank_ic_t_nw']:.1f}",
+        )
+    out.print(t)
+    out.print(f"factor report: [bold]{fr['paths']['html']}[/bold]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,8 +1,8 @@
 """The embedded default pipeline behind ``make demo`` / ``l2vol demo``.
 
-Today: simulate a small A-share Level2 market with injected defects → clean and validate
-(quarantine + data-quality report) → daily bars. Later stages (factors, Feast, models, Parallel_DE)
-plug in here as they land.
+simulate a small A-share Level2 market with injected defects → clean and validate (quarantine +
+data-quality report) → daily bars → factors and targets → factor mining (IC report, factor set).
+Later stages (Feast, models, Parallel_DE) plug in here as they land.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from l2vol.progress import Progress, ensure
 
 def demo_config(out: str, *, quick: bool = False) -> DemoConfig:
     if quick:
-        sim = SimulationConfig(symbols=4, days=2, seed=7, inject_defects=True)
+        sim = SimulationConfig(symbols=6, days=3, seed=7, inject_defects=True)
     else:
         sim = SimulationConfig(symbols=12, days=6, seed=7, inject_defects=True)
     return DemoConfig(out=out, simulation=sim)
@@ -27,6 +27,8 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
     from l2vol.data.bars import derive_bars
     from l2vol.data.cleaning import clean_store
     from l2vol.data.simulator import simulate_market
+    from l2vol.factors.engine import build_factors
+    from l2vol.factors.mining import factor_report
     from l2vol.storage import DatasetStore
 
     progress = ensure(progress)
@@ -34,10 +36,11 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
     root = Path(cfg.out).resolve() if "://" not in cfg.out else cfg.out
     raw_uri = f"{root}/raw" if isinstance(root, str) else f"file://{root / 'raw'}"
     clean_uri = f"{root}/clean" if isinstance(root, str) else f"file://{root / 'clean'}"
+    feat_uri = f"{root}/features" if isinstance(root, str) else f"file://{root / 'features'}"
     if isinstance(root, Path):
-        (root / "raw").mkdir(parents=True, exist_ok=True)
-        (root / "clean").mkdir(parents=True, exist_ok=True)
-    raw, clean = DatasetStore(raw_uri), DatasetStore(clean_uri)
+        for sub in ("raw", "clean", "features"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+    raw, clean, feat = DatasetStore(raw_uri), DatasetStore(clean_uri), DatasetStore(feat_uri)
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -51,6 +54,14 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
     t0 = time.perf_counter()
     bars = derive_bars(clean, progress=progress)
     timings["bars_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    factors = build_factors(clean, feat, progress=progress)
+    timings["factors_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    mining = factor_report(feat, progress=progress)
+    timings["factor_report_s"] = time.perf_counter() - t0
 
     q = quality.to_dict()
     clean_rows = {}
@@ -67,6 +78,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
         "injected": _injected_by_table(raw),
         "bars": bars,
         "report": q["report"],
+        "features": feat.location(),
+        "factors": {k: v for k, v in factors.items() if k in ("dates", "rows", "factors")},
+        "factor_report": mining.summary(n_top=10),
         "timings": timings,
     }
 

@@ -1,0 +1,623 @@
+"""The factor engine: clean Level2 tables in, bucket-level factor and target tables out.
+
+:func:`build_factors` streams the source store one trading date at a time. For each date it reads only
+the columns the selected factors need, computes every factor for all symbols at once with polars
+(grouped aggregations, joins and window expressions; no per-row Python), writes the date's partitions
+and carries a compact :class:`~l2vol.factors.history.DailyState` to the next date. Memory is bounded by
+one date (plus the next date's mid quotes when it computes the previous date's next-day target).
+
+Tables written to ``dst`` (one partition per trading date, see :mod:`l2vol.storage`):
+
+``factors``       symbol, ts (bucket end, UTC), bucket (0-based index in the day), one column per factor
+                  (float64, counts int64); field metadata carries each factor's unit, family and doc.
+``targets``       symbol, ts, bucket, rv_<h> and zero_<h> per horizon (:mod:`l2vol.factors.targets`); no
+                  feature view reads it.
+``factor_state``  the carried daily summary after each date (long format), so that a later run starting
+                  at the next date resumes without replaying history.
+
+The ``truth`` table of the simulator is never read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from l2vol.data.profiles import ASHARE, MarketProfile
+from l2vol.data.schema import N_LEVELS
+from l2vol.factors import book as _book  # noqa: F401  (registers the order-book factors)
+from l2vol.factors import history as _history  # noqa: F401
+from l2vol.factors import realized as _realized  # noqa: F401
+from l2vol.factors import trades as _trades
+from l2vol.factors.buckets import BucketGrid, BucketSpec
+from l2vol.factors.history import HISTORY_DAYS, STATE_SCHEMA, DailyState
+from l2vol.factors.registry import BUCKET_ID, FAMILIES, REGISTRY, SAME_SESSION, Factor, previous
+from l2vol.factors.targets import HORIZONS, day_rv, finish_targets, intraday_targets
+from l2vol.progress import Progress, ensure
+from l2vol.storage import DatasetStore
+
+FACTORS_TABLE = "factors"
+TARGETS_TABLE = "targets"
+STATE_TABLE = "factor_state"
+#: Bumped when a factor definition changes, so persisted state from an older engine is not reused.
+ENGINE_VERSION = 1
+#: Always computed: the state (bucket RVs) and the targets need them.
+CORE_FACTORS = ("rv", "n_returns")
+_KEY_COLUMNS = ["symbol", "ts", "bucket"]
+_MID_COLUMNS = ["symbol", "ts", "phase", "bid_px_1", "ask_px_1"]
+
+
+@dataclass(frozen=True)
+class DayFrames:
+    """Everything a factor function may look at for one trading date (all of it dated before the end
+    of the day; each factor only uses rows before its bucket end).
+
+    ``snapshots``: valid continuous-session snapshots sorted by symbol and time, with ``bucket``,
+    ``session``, ``mid``, ``p`` (log mid), ``p_prev``, ``ts_prev``, ``r`` and the prepare columns;
+    ``returns``: its rows that have a previous valid snapshot in the session (``r`` not null);
+    ``trades``: continuous-session fills with ``bucket`` and ``session`` (None when no factor reads
+    trades); ``opening``: symbol, open_ns, open_px, pre_close of the first snapshot showing an opening
+    price; ``volume_buckets``: the day's completed VPIN volume buckets; ``state``: the daily summary of
+    the previous store dates.
+    """
+
+    date: dt.date
+    grid: BucketGrid
+    symbols: pl.Series
+    snapshots: pl.DataFrame
+    returns: pl.DataFrame
+    trades: pl.DataFrame | None
+    opening: pl.DataFrame | None
+    volume_buckets: pl.DataFrame | None
+    state: DailyState
+
+
+@dataclass(frozen=True)
+class FactorPlan:
+    """The selected factors (plus dependencies, in evaluation order) and the columns they read."""
+
+    factors: tuple[Factor, ...]
+    output: tuple[str, ...]
+    snapshot_columns: tuple[str, ...]
+    trade_columns: tuple[str, ...]
+
+    @classmethod
+    def make(cls, names: Iterable[str] | None = None) -> FactorPlan:
+        requested = list(REGISTRY.names()) if names is None else list(dict.fromkeys(names))
+        if not requested:
+            raise ValueError("no factors selected")
+        factors = REGISTRY.resolve([*CORE_FACTORS, *requested])
+        snap_cols = dict.fromkeys(_MID_COLUMNS)
+        trade_cols: dict[str, None] = {}
+        for f in factors:
+            snap_cols.update(dict.fromkeys(f.columns("snapshots")))
+            trade_cols.update(dict.fromkeys(f.columns("trades")))
+        if trade_cols:
+            trade_cols.update(dict.fromkeys(["symbol", "ts", "qty"]))
+        output = [n for n in REGISTRY.names() if n in requested]
+        return cls(tuple(factors), tuple(output), tuple(snap_cols), tuple(trade_cols))
+
+    @property
+    def names(self) -> set[str]:
+        return {f.name for f in self.factors}
+
+    @property
+    def reads_trades(self) -> bool:
+        return bool(self.trade_columns)
+
+    @property
+    def needs_vpin(self) -> bool:
+        return "vpin" in self.names
+
+    @property
+    def needs_opening(self) -> bool:
+        return "open_px" in self.snapshot_columns
+
+    @property
+    def state_kinds(self) -> set[str]:
+        return {"bucket_rv", "volume", "vpin_tail"} if self.needs_vpin else {"bucket_rv"}
+
+    def trade_read_columns(self, available: Iterable[str]) -> list[str]:
+        """Trade columns to read; ``seq`` too when the store has it (the order of same-time fills)."""
+        cols = list(self.trade_columns)
+        if "seq" in set(available) and "seq" not in cols:
+            cols.append("seq")
+        return cols
+
+
+# ---------------------------------------------------------------- day frames
+
+
+def _prepare_columns(plan: FactorPlan, stage: str) -> dict[str, pl.Expr]:
+    cols: dict[str, pl.Expr] = {}
+    for f in plan.factors:
+        if f.prepare is None or f.stage != stage:
+            continue
+        for name, expr in f.prepare().items():
+            if not name.startswith("_"):
+                raise ValueError(f"factor {f.name!r}: prepare column {name!r} must start with '_'")
+            if name in cols and not cols[name].meta.eq(expr):
+                raise ValueError(f"factor {f.name!r}: prepare column {name!r} conflicts with another factor's")
+            cols[name] = expr
+    return cols
+
+
+def _sort_order(df: pl.DataFrame, tie: str | None = None) -> np.ndarray | None:
+    """Row order that sorts ``df`` by (symbol code, ts[, tie]); None when it is sorted already
+    (canonical partitions usually are; a time-major file is not)."""
+    if df.height < 2:
+        return None
+    ts = df["ts"].cast(pl.Int64).to_numpy()
+    code = df["symbol"].to_physical().cast(pl.Int64).to_numpy()
+    key = (code << 45) | (ts - ts.min())  # one trading date spans far less than 2^45 ns (9.7 h)
+    step = np.diff(key)
+    ok = step >= 0
+    if tie is not None:
+        tie_values = df[tie].fill_null(0).to_numpy()
+        ok &= (step > 0) | (np.diff(tie_values) >= 0)
+    if ok.all():
+        return None
+    return np.lexsort((tie_values, key)) if tie is not None else np.argsort(key, kind="stable")
+
+
+def _ensure_sorted(df: pl.DataFrame, tie: str | None = None) -> pl.DataFrame:
+    order = _sort_order(df, tie)
+    return df if order is None else df.rechunk()[order]
+
+
+def _book_normalisation(raw: pl.DataFrame, columns: Iterable[str]) -> list[pl.Expr]:
+    """Expressions that present the book levels as factor functions expect: an empty level (null, NaN or
+    non-positive price) has a null price and quantity 0. One pass of cheap checks decides which columns
+    need more than filling null quantities with 0 (clean canonical data needs nothing else)."""
+    cols = set(columns)
+    levels = [
+        (f"{side}_px_{i}", f"{side}_qty_{i}")
+        for side in ("bid", "ask")
+        for i in range(1, N_LEVELS + 1)
+        if f"{side}_px_{i}" in cols
+    ]
+    checks = []
+    for px_col, qty_col in levels:
+        px = pl.col(px_col)
+        checks.append((px.is_nan() | (px <= 0)).any().alias(px_col))
+        if qty_col in cols:
+            checks.append((px.is_null() & pl.col(qty_col).is_not_null() & (pl.col(qty_col) != 0)).any().alias(qty_col))
+    dirty = raw.select(checks).row(0, named=True) if checks and raw.height else {}
+    out = []
+    for px_col, qty_col in levels:
+        bad_px = bool(dirty.get(px_col))
+        valid = pl.col(px_col).fill_nan(None) > 0
+        if bad_px:
+            out.append(pl.when(valid).then(pl.col(px_col)).alias(px_col))
+        if qty_col in cols:
+            if bad_px or dirty.get(qty_col):
+                out.append(pl.when(valid).then(pl.col(qty_col)).otherwise(0).fill_null(0).alias(qty_col))
+            else:
+                out.append(pl.col(qty_col).fill_null(0))
+    return out
+
+
+def day_frames(
+    date: dt.date,
+    snapshots: pa.Table,
+    trades: pa.Table | None,
+    grid: BucketGrid,
+    state: DailyState,
+    plan: FactorPlan,
+) -> DayFrames:
+    """Turn one date's raw partitions into the frames factor functions read.
+
+    Symbols become a polars Enum over the day's sorted symbols (fast grouping and joins); frames are
+    sorted by symbol and time.
+    """
+    raw = pl.from_arrow(snapshots)
+    assert isinstance(raw, pl.DataFrame)
+    symbols = raw["symbol"].unique().sort()
+    enum = pl.Enum(symbols)
+    raw = raw.with_columns(pl.col("symbol").cast(enum))
+    bucket = grid.feature_bucket(raw["ts"].cast(pl.Int64).to_numpy())
+    session = grid.session[bucket.clip(0)]
+    opening = None
+    if plan.needs_opening:
+        opening = (
+            raw.select("symbol", pl.col("ts").cast(pl.Int64).alias("open_ns"), "open_px", "pre_close")
+            .filter((pl.col("open_px").fill_nan(None) > 0) & (pl.col("pre_close").fill_nan(None) > 0))
+            .group_by("symbol")
+            .agg(pl.all().sort_by("open_ns").first())
+        )
+    bid, ask = pl.col("bid_px_1").fill_nan(None), pl.col("ask_px_1").fill_nan(None)
+    valid = raw.select(((pl.col("phase") == "TRADE") & (bid > 0) & (ask > bid)).fill_null(False)).to_series()
+    valid = valid.to_numpy() & (bucket >= 0)
+    keep = [c for c in plan.snapshot_columns if c not in ("phase", "open_px", "pre_close")]
+    order = _sort_order(raw)
+    # Valid rows in (symbol, time) order, one contiguous chunk per column (later expressions then never
+    # re-align chunks): a filter for sorted input, one gather for e.g. a time-major file.
+    if order is None:
+        rows = np.flatnonzero(valid)
+        snaps = raw.select(keep).filter(pl.Series(valid)).rechunk()
+    else:
+        rows = order[valid[order]]
+        snaps = raw.select(keep).rechunk()[rows]  # gathering from one chunk is ~2x faster
+    bucket, session = bucket[rows], session[rows]
+    code = pl.col("symbol").to_physical().cast(pl.Int64)
+    same = (code == code.shift(1)) & (pl.col("session") == pl.col("session").shift(1))
+    # One lazy query (common subexpressions computed once): normalised book, mid price, returns and the
+    # factors' row-level helper columns.
+    snaps = (
+        snaps.lazy()
+        .with_columns(
+            pl.Series("bucket", bucket, dtype=pl.Int16),
+            pl.Series("session", session, dtype=pl.Int8),
+            *_book_normalisation(snaps, keep),
+        )
+        .with_columns(
+            same.fill_null(False).alias(SAME_SESSION),
+            (code * 65536 + pl.col("bucket")).alias(BUCKET_ID),
+            mid=(pl.col("bid_px_1") + pl.col("ask_px_1")) / 2.0,
+        )
+        .with_columns(p=pl.col("mid").log())
+        .with_columns(p_prev=previous(pl.col("p")), ts_prev=previous(pl.col("ts")))
+        .with_columns(r=pl.col("p") - pl.col("p_prev"), **_prepare_columns(plan, "snapshots"))
+        .collect(engine="in-memory")  # whole-column kernels; the streaming engine leaves many small chunks
+    )
+    del raw
+    returns = (
+        snaps.lazy()
+        .select("symbol", "bucket", "session", "ts", "ts_prev", "p", "p_prev", "r", BUCKET_ID)
+        .filter(pl.col("r").is_not_null())
+        .with_columns(**_prepare_columns(plan, "returns"))
+        .collect(engine="in-memory")
+    )
+
+    fills = None
+    vbuckets = None
+    day_state = state.encoded(enum)
+    if trades is not None:
+        t = pl.from_arrow(trades)
+        assert isinstance(t, pl.DataFrame)
+        tb = grid.feature_bucket(t["ts"].cast(pl.Int64).to_numpy())
+        t = t.with_columns(pl.col("symbol").cast(enum, strict=False))  # null: no snapshot of that symbol today
+        keep_fill = (tb >= 0) & t["symbol"].is_not_null().to_numpy()
+        fills = (
+            t.filter(pl.Series(keep_fill))
+            .rechunk()
+            .with_columns(
+                pl.Series("bucket", tb[keep_fill], dtype=pl.Int16),
+                pl.Series("session", grid.session[tb[keep_fill].clip(0)], dtype=pl.Int8),
+            )
+        )
+        fills = _ensure_sorted(fills, "seq" if "seq" in fills.columns else None).with_columns(
+            (pl.col("symbol").to_physical().cast(pl.Int64) * 65536 + pl.col("bucket")).alias(BUCKET_ID)
+        )
+        if plan.needs_vpin:
+            size = day_state.previous_volume().select(
+                "symbol", (pl.col("volume") / _trades.VPIN_BUCKETS_PER_DAY).alias("V")
+            )
+            vbuckets = _trades.volume_buckets(fills, size)
+    return DayFrames(date, grid, symbols, snaps, returns, fills, opening, vbuckets, day_state)
+
+
+# --------------------------------------------------------------- day panel
+
+
+def _keys(day: DayFrames) -> pl.DataFrame:
+    grid = pl.DataFrame(
+        {
+            "bucket": pl.Series(range(day.grid.n), dtype=pl.Int16),
+            "ts": pl.Series(day.grid.end_ns, dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
+        }
+    )
+    return pl.DataFrame({"symbol": day.symbols.cast(pl.Enum(day.symbols))}).join(grid, how="cross")
+
+
+def compute_panel(day: DayFrames, plan: FactorPlan) -> pl.DataFrame:
+    """All factors of ``plan`` for every symbol and bucket of the day: symbol, ts, bucket, <factors>."""
+    panel = _keys(day)
+    frames = {"returns": day.returns, "snapshots": day.snapshots, "trades": day.trades}
+    for stage, frame in frames.items():
+        aggs = [f.fn().alias(f.name) for f in plan.factors if f.stage == stage]
+        if not aggs:
+            continue
+        if frame is None:
+            raise ValueError(f"factors of stage {stage!r} selected but the {stage} frame was not read")
+        # Frames are sorted by symbol and time, hence by bucket id: a sorted group-by (no hashing).
+        out = (
+            frame.lazy()
+            .with_columns(pl.col(BUCKET_ID).set_sorted())
+            .group_by(BUCKET_ID)
+            .agg(pl.col("symbol").first(), pl.col("bucket").first(), *aggs)
+            .drop(BUCKET_ID)
+            .collect(engine="in-memory")  # deterministic: the same partial sums in every run
+        )
+        panel = panel.join(out, on=["symbol", "bucket"], how="left")
+    fills = [pl.col(f.name).fill_null(f.empty) for f in plan.factors if f.stage in frames and f.empty is not None]
+    if fills:
+        panel = panel.with_columns(fills)
+    for f in plan.factors:
+        if f.stage == "panel":
+            panel = panel.with_columns(f.fn().alias(f.name))
+        elif f.stage == "frame":
+            out = f.fn(day, panel)
+            panel = panel.join(out.select("symbol", "bucket", f.name), on=["symbol", "bucket"], how="left")
+    return panel.with_columns(
+        [pl.col(f.name).cast(pl.Float64 if f.dtype == "float64" else pl.Int64) for f in plan.factors]
+    )
+
+
+def next_state(day: DayFrames, panel: pl.DataFrame, state: DailyState) -> DailyState:
+    """The daily state after ``day`` (``state``: the one before it)."""
+    as_str = pl.col("symbol").cast(pl.String)
+    volume = tail = None
+    if day.trades is not None:
+        vol = day.trades.group_by("symbol").agg(pl.col("qty").cast(pl.Float64).sum().alias("volume"))
+        volume = (
+            pl.DataFrame({"symbol": day.symbols})
+            .join(vol.with_columns(as_str), on="symbol", how="left")
+            .with_columns(pl.col("volume").fill_null(0.0))
+        )
+    if day.volume_buckets is not None:
+        tail = _trades.vpin_tail(state.vpin_tail, day.volume_buckets.with_columns(as_str))
+    return state.advance(day.date, panel.select(as_str, "bucket", "rv"), volume, tail)
+
+
+# ------------------------------------------------------------- table layout
+
+
+def factor_schema(plan: FactorPlan) -> pa.Schema:
+    fields = [
+        pa.field("symbol", pa.string(), nullable=False, metadata={"unit": "-", "doc": "instrument"}),
+        pa.field(
+            "ts",
+            pa.timestamp("ns", tz="UTC"),
+            nullable=False,
+            metadata={"unit": "UTC", "doc": "bucket end t: every value uses only records with ts < t"},
+        ),
+        pa.field(
+            "bucket", pa.int16(), nullable=False, metadata={"unit": "-", "doc": "0-based bucket index in the day"}
+        ),
+    ]
+    for name in plan.output:
+        f = REGISTRY[name]
+        fields.append(
+            pa.field(
+                name,
+                pa.float64() if f.dtype == "float64" else pa.int64(),
+                metadata={"unit": f.unit, "doc": f.description, "family": f.family},
+            )
+        )
+    return pa.schema(fields)
+
+
+def target_schema() -> pa.Schema:
+    fields = [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field(
+            "ts", pa.timestamp("ns", tz="UTC"), nullable=False, metadata={"doc": "forecast origin t (bucket end)"}
+        ),
+        pa.field("bucket", pa.int16(), nullable=False),
+    ]
+    for h in HORIZONS:
+        fields.append(
+            pa.field(
+                f"rv_{h}", pa.float64(), metadata={"unit": "log-return^2", "doc": f"future RV over the {h} window"}
+            )
+        )
+    for h in HORIZONS:
+        fields.append(pa.field(f"zero_{h}", pa.bool_(), metadata={"doc": f"rv_{h} is exactly 0 (halt or lock)"}))
+    return pa.schema(fields)
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _read_day(
+    src: DatasetStore, date: dt.date, plan: FactorPlan, trade_dates: set[dt.date]
+) -> tuple[pa.Table, pa.Table | None]:
+    snaps = src.read_partition("snapshots", date, columns=list(plan.snapshot_columns))
+    trades = None
+    if plan.reads_trades:
+        if date in trade_dates:
+            man = src.read_manifest("trades", date) or {}
+            available = [c for c, _ in man.get("schema", [])]
+            trades = src.read_partition("trades", date, columns=plan.trade_read_columns(available))
+        else:  # a date without a trades partition: no fills
+            trades = pa.table({c: pa.array([], type=_TRADE_TYPES[c]) for c in plan.trade_columns})
+    return snaps, trades
+
+
+_TRADE_TYPES = {
+    "symbol": pa.string(),
+    "ts": pa.timestamp("ns", tz="UTC"),
+    "price": pa.float64(),
+    "qty": pa.int64(),
+    "amount": pa.float64(),
+    "side": pa.string(),
+    "seq": pa.int64(),
+}
+
+
+def _state_metadata(plan: FactorPlan, spec: BucketSpec, profile: MarketProfile) -> dict:
+    return {
+        "engine_version": ENGINE_VERSION,
+        "bucket": spec.label,
+        "profile": profile.name,
+        "kinds": sorted(plan.state_kinds),
+    }
+
+
+def _load_state(
+    src: DatasetStore,
+    dst: DatasetStore,
+    before: list[dt.date],
+    plan: FactorPlan,
+    spec: BucketSpec,
+    profile: MarketProfile,
+    trade_dates: set[dt.date],
+) -> tuple[DailyState, int]:
+    """The state at the start of the run: from ``factor_state`` in ``dst`` when every one of the previous
+    store dates has it (same bucket, engine version and kinds), else replayed from ``src``. Returns the
+    state and the number of replayed dates."""
+    if not before:
+        return DailyState(), 0
+    parts = []
+    for d in before:
+        man = dst.read_manifest(STATE_TABLE, d)
+        meta = (man or {}).get("metadata", {})
+        ok = (
+            man is not None
+            and meta.get("engine_version") == ENGINE_VERSION
+            and meta.get("bucket") == spec.label
+            and meta.get("profile") == profile.name
+            and set(meta.get("kinds", [])) >= plan.state_kinds
+        )
+        if not ok:
+            break
+        parts.append((d, dst.read_partition(STATE_TABLE, d)))
+    else:
+        return DailyState.from_partitions(parts), 0
+    replay = FactorPlan.make(["vpin"] if plan.needs_vpin else ["rv"])
+    state = DailyState()
+    for d in before:
+        snaps, trades = _read_day(src, d, replay, trade_dates)
+        day = day_frames(d, snaps, trades, BucketGrid.for_date(d, spec, profile), state, replay)
+        state = next_state(day, compute_panel(day, replay), state)
+    return state, len(before)
+
+
+def build_factors(
+    src: DatasetStore,
+    dst: DatasetStore,
+    *,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    factors: list[str] | None = None,
+    bucket: str | int = "5min",
+    progress: Progress | None = None,
+    profile: MarketProfile = ASHARE,
+) -> dict:
+    """Compute factor and target tables for the trading dates of ``src`` in [start, end].
+
+    Reads the ``snapshots`` (and, for trade factors, ``trades``) partitions of ``src`` one date at a time
+    and writes ``factors``, ``targets`` and ``factor_state`` partitions for the same dates to ``dst``
+    (replacing existing ones). ``factors`` selects factor names (all registered factors when None; their
+    dependencies are computed but only the named ones written). ``bucket`` is the trading-clock bucket
+    length ("5min": 48 buckets a day). History before ``start`` comes from ``dst``'s ``factor_state`` or,
+    where that is missing, is replayed from ``src`` (up to 22 dates). The next-day target of the last date
+    reads the next store date's quotes when ``src`` has one.
+
+    Returns a summary: dates, rows, factor names, snapshot/trade rows read, zero-RV counts, timings.
+    """
+    # polars' in-memory engine splits work the same way on every run, so identical inputs give
+    # bit-identical factors (the streaming engine's dynamic morsels can reorder partial sums).
+    with pl.Config(engine_affinity="in-memory"):
+        return _build(
+            src, dst, start=start, end=end, factors=factors, bucket=bucket, progress=progress, profile=profile
+        )
+
+
+def _build(
+    src: DatasetStore,
+    dst: DatasetStore,
+    *,
+    start: dt.date | str | None,
+    end: dt.date | str | None,
+    factors: list[str] | None,
+    bucket: str | int,
+    progress: Progress | None,
+    profile: MarketProfile,
+) -> dict:
+    t0 = time.perf_counter()
+    spec = BucketSpec.parse(bucket)
+    plan = FactorPlan.make(factors)
+    dates = src.list_dates("snapshots", start, end)
+    if not dates:
+        raise ValueError(f"{src.location()}: no committed snapshots partitions in [{start}, {end}]")
+    all_dates = src.list_dates("snapshots")
+    trade_dates = set(src.list_dates("trades")) if plan.reads_trades else set()
+    first = all_dates.index(dates[0])
+    before = all_dates[max(0, first - HISTORY_DAYS) : first]
+    after = all_dates[all_dates.index(dates[-1]) + 1 :][:1]
+    prog = ensure(progress)
+    prog.task("factors", len(dates))
+
+    state, replayed = _load_state(src, dst, before, plan, spec, profile, trade_dates)
+    fschema, tschema = factor_schema(plan), target_schema()
+    meta = {**_state_metadata(plan, spec, profile), "factors": list(plan.output)}
+    summary = {
+        "dates": 0,
+        "rows": 0,
+        "snapshot_rows": 0,
+        "trade_rows": 0,
+        "zero_rv_buckets": 0,
+        "zero_rv_targets": dict.fromkeys(HORIZONS, 0),
+        "null_targets": dict.fromkeys(HORIZONS, 0),
+    }
+    pending: tuple[dt.date, pl.DataFrame] | None = None
+
+    def flush(next_rv: pl.DataFrame | None) -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        d, intraday = pending
+        tg = finish_targets(intraday, next_rv)
+        for h in HORIZONS:
+            summary["zero_rv_targets"][h] += int(tg[f"zero_{h}"].sum() or 0)
+            summary["null_targets"][h] += int(tg[f"rv_{h}"].null_count())
+        dst.write_partition(TARGETS_TABLE, d, tg.to_arrow().cast(tschema), schema=tschema, metadata=meta)
+        pending = None
+
+    for d in dates:
+        snaps, trades = _read_day(src, d, plan, trade_dates)
+        summary["snapshot_rows"] += snaps.num_rows
+        summary["trade_rows"] += 0 if trades is None else trades.num_rows
+        grid = BucketGrid.for_date(d, spec, profile)
+        day = day_frames(d, snaps, trades, grid, state, plan)
+        panel = compute_panel(day, plan)
+        flush(day_rv(panel))
+        out = panel.select(pl.col("symbol").cast(pl.String), "ts", "bucket", *plan.output)
+        dst.write_partition(FACTORS_TABLE, d, out.to_arrow().cast(fschema), schema=fschema, metadata=meta)
+        pending = (
+            d,
+            intraday_targets(day.returns, grid, panel.select(_KEY_COLUMNS)).with_columns(
+                pl.col("symbol").cast(pl.String)
+            ),
+        )
+        state = next_state(day, panel, state)
+        dst.write_partition(STATE_TABLE, d, state.partition(), schema=STATE_SCHEMA, metadata=meta)
+        summary["dates"] += 1
+        summary["rows"] += out.height
+        summary["zero_rv_buckets"] += int((panel["n_returns"] == 0).sum())
+        prog.advance("factors", 1, note=d.isoformat())
+
+    next_rv = None
+    if after:
+        mid_plan = FactorPlan.make(["rv"])
+        snaps, _ = _read_day(src, after[0], mid_plan, set())
+        nday = day_frames(after[0], snaps, None, BucketGrid.for_date(after[0], spec, profile), state, mid_plan)
+        next_rv = day_rv(compute_panel(nday, mid_plan))
+    flush(next_rv)
+
+    summary.update(
+        {
+            "start": dates[0].isoformat(),
+            "end": dates[-1].isoformat(),
+            "bucket": spec.label,
+            "buckets_per_day": BucketGrid.for_date(dates[0], spec, profile).n,
+            "factors": list(plan.output),
+            "families": {fam: [n for n in plan.output if REGISTRY[n].family == fam] for fam in FAMILIES},
+            "history_dates_replayed": replayed,
+            "tables": {
+                "factors": dst.location(f"table={FACTORS_TABLE}"),
+                "targets": dst.location(f"table={TARGETS_TABLE}"),
+                "factor_state": dst.location(f"table={STATE_TABLE}"),
+            },
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
+    return summary
