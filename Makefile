@@ -28,7 +28,7 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.torch
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e .
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e ".[feast]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt $(VENV)/.torch

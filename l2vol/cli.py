@@ -33,6 +33,13 @@ factors_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(factors_app, name="factors")
+features_app = typer.Typer(
+    help="Feast feature store: apply definitions, materialize, point-in-time training sets, online reads. "
+    "L2VOL_FEAST_ENV=local (SQLite, default) or cluster (PostgreSQL registry, Redis online store).",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+RepoOpt = Annotated[Path, typer.Option("--repo", help="The Feast feature repo directory.")]
 
 console = Console(stderr=True)
 out = Console()
@@ -397,6 +404,107 @@ def factors_report(
         out.print(f"{k}: [bold]{v}[/bold]")
 
 
+# ------------------------------------------------------------------------------------------ features
+@features_app.command("apply")
+def features_apply(repo: RepoOpt = Path("feature_repo"), as_json: JsonOpt = False) -> None:
+    """Register the repo's entities, sources, feature views and services (removes ones no longer declared)."""
+    from l2vol.features import apply
+
+    with _user_errors():
+        summary = apply(repo)
+    _emit_json(summary) if as_json else out.print(summary)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    start: Annotated[str, typer.Option(help="Start of the range (YYYY-MM-DD or ISO time, UTC).")],
+    end: Annotated[str, typer.Option(help="End of the range (YYYY-MM-DD or ISO time, UTC).")],
+    repo: RepoOpt = Path("feature_repo"),
+    factors: Annotated[
+        str | None, typer.Option(help="Store URI of the factors table: export it to the offline layout first.")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only what is new since the last materialization.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load the latest feature values of a date range into the online store (SQLite or Redis)."""
+    from l2vol.features import materialize
+
+    with _user_errors():
+        summary = materialize(repo, start, end, incremental=incremental, factors=factors)
+    _emit_json(summary) if as_json else out.print(summary)
+
+
+@features_app.command("training-set")
+def features_training_set(
+    output: Annotated[Path, typer.Option("--output", help="Parquet file to write the training set to.")],
+    targets: Annotated[
+        str | None, typer.Option(help="Store URI with the targets table: its (symbol, ts) rows are the entities.")
+    ] = None,
+    entities: Annotated[
+        Path | None, typer.Option(help="Parquet/CSV entity file (symbol, ts, labels...) instead of --targets.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First date of the targets (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date of the targets (YYYY-MM-DD).")] = None,
+    service: Annotated[str, typer.Option(help="Feature service.")] = "vol_forecast_v1",
+    engine: Annotated[
+        str, typer.Option(help="feast (get_historical_features) or asof (same join in DuckDB, faster).")
+    ] = "feast",
+    repo: RepoOpt = Path("feature_repo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Point-in-time correct training set: for each entity (symbol, T) the latest feature row with ts <= T."""
+    import pandas as pd
+
+    from l2vol.features import entities_from_targets, training_set
+
+    with _user_errors():
+        if (targets is None) == (entities is None):
+            raise ValueError("give exactly one of --targets URI or --entities FILE")
+        if targets is not None:
+            ent = entities_from_targets(_store(targets), start=start, end=end)
+        elif entities.suffix == ".csv":
+            ent = pd.read_csv(entities)
+        else:
+            ent = pd.read_parquet(entities)
+        df = training_set(repo, ent, service, engine=engine)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_suffix(output.suffix + ".tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(output)
+    summary = {"rows": len(df), "columns": list(df.columns), "output": str(output), "service": service}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"training set: {len(df):,} rows x {df.shape[1]} columns → {output}")
+
+
+@features_app.command("online")
+def features_online(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. 600519.SH 000001.SZ.")],
+    service: Annotated[str, typer.Option(help="Feature service.")] = "vol_forecast_v1",
+    fast: Annotated[bool, typer.Option("--fast", help="Batch read straight from the online store.")] = False,
+    repo: RepoOpt = Path("feature_repo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Latest online feature values for a list of symbols (the SDK, or the fast batch path with --fast)."""
+    from l2vol.features import online, online_batch
+
+    with _user_errors():
+        df = (online_batch if fast else online)(repo, symbols, service)
+    if as_json:
+        _emit_json(json.loads(df.to_json(orient="records", date_format="iso")))
+        return
+    t = Table(title=f"online features ({service})")
+    t.add_column("feature")
+    for s in df["symbol"]:
+        t.add_column(str(s), justify="right")
+    for col in [c for c in df.columns if c != "symbol"]:
+        t.add_row(col, *[f"{v:.6g}" if isinstance(v, float) else str(v) for v in df[col]])
+    out.print(t)
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
@@ -438,6 +546,15 @@ def demo(
         )
     out.print(t)
     out.print(f"factor report: [bold]{fr['paths']['html']}[/bold]")
+    fe = result["feast"]
+    if "skipped" in fe:
+        out.print(f"Feast stage skipped: {fe['skipped']}")
+    else:
+        out.print(
+            f"Feast (SQLite) in {fe['repo']}: training set {fe['training_rows']:,} rows x "
+            f"{fe['training_features']} features → {fe['training_set']}; online read of {fe['online_symbols']} "
+            f"symbols (fast path = SDK: {fe['online_fast_equals_sdk']})"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point
