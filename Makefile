@@ -52,7 +52,7 @@ lint: venv-dev
 # constraints.txt pins every transitive dependency for reproducible installs. torch is left out on
 # purpose: it is pinned by TORCH_SPEC here and by the image build for CUDA variants.
 lock: venv-dev
-	$(PIP) freeze --exclude-editable | grep -v -E '^(torch|l2vol)==' > constraints.txt
+	$(PIP) list --format=freeze --exclude-editable | grep -v -E '^(torch|l2vol)==' > constraints.txt
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
