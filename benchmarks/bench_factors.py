@@ -13,6 +13,11 @@ of N:
 
 Targets (DESIGN §8): engine <= 4x the scan, engine >= 20x faster than pandas. Wall-clock ratios are the
 headline; CPU-time ratios are printed too because a shared machine makes wall time noisy.
+
+``peak_rss_mib`` is the whole process's peak (the simulator's and the pandas reference's included);
+``engine_peak_rss_mib`` is the peak over the scan and engine runs alone and ``pandas_peak_rss_mib`` over the
+pandas reference alone (Linux: the peak is reset through ``/proc/self/clear_refs``; NaN where that is not
+supported), both on top of ``rss_before_engine_mib`` that the process holds before them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,34 @@ sys.path.insert(0, str(REPO / "tests" / "unit"))
 
 SCAN_TARGET = 4.0
 PANDAS_TARGET = 20.0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: writing 5 to /proc/self/clear_refs); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status in MiB (VmHWM: peak RSS since the last reset, VmRSS: now); NaN
+    where unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_rss_since_reset() -> float:
+    """Peak RSS (MiB) since the last :func:`_reset_peak_rss`."""
+    return _status_mib("VmHWM")
 
 
 def _best(fn, n: int) -> tuple[float, float, object]:
@@ -74,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
             t = src.read_partition("trades", day, columns=trade_cols).to_pandas()
             return reference_factors(s, t)
 
+        sim_rss = peak_rss_mib()  # the simulator's peak, before any factor work
+        can_reset = _reset_peak_rss()
+        rss_before = _status_mib("VmRSS")  # what the process holds already (the simulator's leftovers)
         engine()  # warm-up: imports, page cache, polars thread pool
         scan_w = scan_c = eng_w = eng_c = float("inf")
         for _ in range(reps):  # interleaved, so both see the same machine load
@@ -81,7 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             scan_w, scan_c = min(scan_w, w), min(scan_c, c)
             w, c, summary = _best(engine, 1)
             eng_w, eng_c = min(eng_w, w), min(eng_c, c)
+        # peak of the scans and engine runs alone (the simulator's and the pandas reference's excluded)
+        engine_rss = _peak_rss_since_reset() if can_reset else float("nan")
+        _reset_peak_rss()
         pd_w, pd_c, (ref, _) = _best(pandas_reference, 1)
+        pandas_rss = _peak_rss_since_reset() if can_reset else float("nan")
         assert len(ref) == summary["rows"], "reference and engine disagree on the rows"
 
     vs_scan, vs_pandas = eng_w / scan_w, pd_w / eng_w
@@ -110,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         "scan_target_met": vs_scan <= SCAN_TARGET,
         "pandas_target_met": vs_pandas >= PANDAS_TARGET,
         "peak_rss_mib": peak_rss_mib(),
+        "simulate_peak_rss_mib": sim_rss,
+        "rss_before_engine_mib": rss_before,
+        "engine_peak_rss_mib": engine_rss,
+        "pandas_peak_rss_mib": pandas_rss,
     }
     summary_line = (
         f"{symbols} symbols x {figures['snapshots_per_symbol']} snapshots: engine {eng_w:.2f}s "

@@ -204,37 +204,38 @@ def book_slope() -> pl.Expr:
     return pl.col("_book_slope").mean()
 
 
-def _ofi_columns() -> dict[str, pl.Expr]:
-    """Per-level order-flow imbalance e_k between consecutive rows (Cont, Kukanov and Stoikov 2014, per
+def _ofi_level(i: int) -> pl.Expr:
+    """Per-level order-flow imbalance e_i between consecutive rows (Cont, Kukanov and Stoikov 2014, per
     level as in Xu, Gould and Howison 2019). An empty bid level counts as price 0, an empty ask level as
     +inf, both with quantity 0. Rows whose predecessor is not the previous valid snapshot of the same
     session are masked out in the aggregation (one mask instead of one per level)."""
-    out = {}
-    for i in LEVELS:
-        b = _px("bid", i).fill_null(0.0)
-        a = _px("ask", i).fill_null(float("inf"))
-        qb, qa = _qty("bid", i), _qty("ask", i)
-        pb, pa, pqb, pqa = b.shift(1), a.shift(1), qb.shift(1), qa.shift(1)
-        out[f"_ofi_{i}"] = (
-            pl.when(b >= pb).then(qb).otherwise(0)
-            - pl.when(b <= pb).then(pqb).otherwise(0)
-            - pl.when(a <= pa).then(qa).otherwise(0)
-            + pl.when(a >= pa).then(pqa).otherwise(0)
-        )
-    return out
+    b = _px("bid", i).fill_null(0.0)
+    a = _px("ask", i).fill_null(float("inf"))
+    qb, qa = _qty("bid", i), _qty("ask", i)
+    pb, pa, pqb, pqa = b.shift(1), a.shift(1), qb.shift(1), qa.shift(1)
+    return (
+        pl.when(b >= pb).then(qb).otherwise(0)
+        - pl.when(b <= pb).then(pqb).otherwise(0)
+        - pl.when(a <= pa).then(qa).otherwise(0)
+        + pl.when(a >= pa).then(pqa).otherwise(0)
+    )
+
+
+def _ofi_total(levels: int) -> pl.Expr:
+    """e_1 + ... + e_levels per row, added in level order (the multi-level totals share their prefix)."""
+    total = _ofi_level(1)
+    for i in range(2, levels + 1):
+        total = total + _ofi_level(i)
+    return total
 
 
 def _ofi(levels: int) -> pl.Expr:
-    total = pl.col("_ofi_1")
-    for i in range(2, levels + 1):
-        total = total + pl.col(f"_ofi_{i}")
-    return (total * pl.col(SAME_SESSION).cast(pl.Float64)).sum()
+    return (pl.col(f"_ofi_total_{levels}") * pl.col(SAME_SESSION).cast(pl.Float64)).sum()
 
 
 def _ofi_prepare(levels: int):
     def prepare() -> dict[str, pl.Expr]:
-        cols = _ofi_columns()
-        return {f"_ofi_{i}": cols[f"_ofi_{i}"] for i in range(1, levels + 1)}
+        return {f"_ofi_total_{levels}": _ofi_total(levels)}
 
     return prepare
 

@@ -129,8 +129,8 @@ class BucketGrid:
         """Bucket index of each time under ``[start, end)``; -1 outside every continuous session."""
         ts_ns = np.asarray(ts_ns, dtype=np.int64)
         idx = np.searchsorted(self.start_ns, ts_ns, side="right") - 1
-        ok = idx >= 0
-        ok[ok] &= ts_ns[ok] < self.end_ns[idx[ok]]
+        # the end of the bucket at or before ts (index clipped: rows before the first start are -1 anyway)
+        ok = (idx >= 0) & (ts_ns < self.end_ns[np.maximum(idx, 0)])
         return np.where(ok, idx, -1).astype(np.int16)
 
     def target_cell(self, ts_ns: np.ndarray) -> np.ndarray:

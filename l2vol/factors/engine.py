@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +60,9 @@ class DayFrames:
     of the day; each factor only uses rows before its bucket end).
 
     ``snapshots``: valid continuous-session snapshots sorted by symbol and time, with ``bucket``,
-    ``session``, ``mid``, ``p`` (log mid), ``p_prev``, ``ts_prev``, ``r`` and the prepare columns;
+    ``session``, ``mid``, ``p`` (log mid), ``p_prev``, ``ts_prev``, ``r``, the prepare columns and those
+    read columns that a snapshots-stage aggregation or a frame factor reads (book levels that only the
+    prepare step reads are dropped after it);
     ``returns``: its rows that have a previous valid snapshot in the session (``r`` not null);
     ``trades``: continuous-session fills with ``bucket`` and ``session`` (None when no factor reads
     trades); ``opening``: symbol, open_ns, open_px, pre_close of the first snapshot showing an opening
@@ -186,7 +189,7 @@ def _book_normalisation(raw: pl.DataFrame, columns: Iterable[str]) -> list[pl.Ex
     for px_col, qty_col in levels:
         px = pl.col(px_col)
         checks.append((px.is_nan() | (px <= 0)).any().alias(px_col))
-        if qty_col in cols:
+        if qty_col in cols and raw[px_col].null_count():  # (no null price: no quantity to check)
             checks.append((px.is_null() & pl.col(qty_col).is_not_null() & (pl.col(qty_col) != 0)).any().alias(qty_col))
     dirty = raw.select(checks).row(0, named=True) if checks and raw.height else {}
     out = []
@@ -203,6 +206,25 @@ def _book_normalisation(raw: pl.DataFrame, columns: Iterable[str]) -> list[pl.Ex
     return out
 
 
+#: Columns of the snapshot frame every stage may read (besides prepare columns and factor inputs).
+_SNAPSHOT_BASE = ["symbol", "ts", "bucket", "session", "mid", "p", "p_prev", "ts_prev", "r", SAME_SESSION, BUCKET_ID]
+#: Columns gathered into (symbol, time) order per batch, so that only one batch is copied at a time.
+_GATHER_BATCH = 8
+
+
+def _snapshot_columns_after_prepare(plan: FactorPlan, read: Iterable[str], prepared: Iterable[str]) -> list[str]:
+    """Columns of ``DayFrames.snapshots``: the engine's row columns, the prepare columns, and the ``read``
+    columns that a snapshots-stage aggregation or a frame factor reads (e.g. ``bid_px_1`` for the spread).
+    Book levels only the prepare step reads are dropped once it ran (memory)."""
+    wanted: set[str] = set()
+    for f in plan.factors:
+        if f.stage == "snapshots":
+            wanted.update(f.fn().meta.root_names())
+        elif f.stage == "frame":
+            wanted.update(f.columns("snapshots"))
+    return list(dict.fromkeys([*_SNAPSHOT_BASE, *prepared, *(c for c in read if c in wanted)]))
+
+
 def day_frames(
     date: dt.date,
     snapshots: pa.Table,
@@ -216,11 +238,42 @@ def day_frames(
     Symbols become a polars Enum over the day's sorted symbols (fast grouping and joins); frames are
     sorted by symbol and time.
     """
-    raw = pl.from_arrow(snapshots)
+    return _day_frames(date, [snapshots, trades], grid, state, plan)
+
+
+def _day_frames(date: dt.date, tables: list, grid: BucketGrid, state: DailyState, plan: FactorPlan) -> DayFrames:
+    """:func:`day_frames` taking ``[snapshots, trades]`` in a list that it empties, so that each arrow table
+    is freed as soon as polars holds its data (the caller keeps no reference); ``trades`` may also be a
+    future of the table (read in another thread)."""
+    raw = pl.from_arrow(tables[0])
+    tables[0] = None
     assert isinstance(raw, pl.DataFrame)
     symbols = raw["symbol"].unique().sort()
     enum = pl.Enum(symbols)
     raw = raw.with_columns(pl.col("symbol").cast(enum))
+    day_state = state.encoded(enum)
+    # The trades branch (read, when a future, then bucketing, sorting, VPIN volume buckets) needs only the
+    # symbols: it runs in a second thread beside the snapshot work (polars, numpy and arrow release the GIL).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-trades") as pool:
+        trade_job = pool.submit(_trade_frames, tables[1], enum, grid, plan, day_state)
+        tables[1] = None
+        held = [raw]  # handed over: the snapshot side frees column batches as it copies them
+        del raw
+        return _snapshot_frames(date, held, symbols, trade_job, grid, plan, day_state)
+
+
+def _snapshot_frames(
+    date: dt.date,
+    held: list[pl.DataFrame],
+    symbols: pl.Series,
+    trade_job: Future,
+    grid: BucketGrid,
+    plan: FactorPlan,
+    day_state: DailyState,
+) -> DayFrames:
+    """The snapshot side of :func:`_day_frames` (``held``: [the day's snapshots with an Enum symbol],
+    emptied here)."""
+    raw = held.pop()
     bucket = grid.feature_bucket(raw["ts"].cast(pl.Int64).to_numpy())
     session = grid.session[bucket.clip(0)]
     opening = None
@@ -236,19 +289,32 @@ def day_frames(
     valid = valid.to_numpy() & (bucket >= 0)
     keep = [c for c in plan.snapshot_columns if c not in ("phase", "open_px", "pre_close")]
     order = _sort_order(raw)
+    raw = raw.select(keep)
     # Valid rows in (symbol, time) order, one contiguous chunk per column (later expressions then never
-    # re-align chunks): a filter for sorted input, one gather for e.g. a time-major file.
+    # re-align chunks): a filter for sorted input, one gather for e.g. a time-major file (gathering from one
+    # chunk is ~2x faster, hence the rechunk). Batches of columns, each dropped from ``raw`` once copied:
+    # the day is held about once, not twice.
     if order is None:
         rows = np.flatnonzero(valid)
-        snaps = raw.select(keep).filter(pl.Series(valid)).rechunk()
+        mask = pl.Series(valid)
     else:
         rows = order[valid[order]]
-        snaps = raw.select(keep).rechunk()[rows]  # gathering from one chunk is ~2x faster
+    parts = []
+    for i in range(0, len(keep), _GATHER_BATCH):
+        batch = keep[i : i + _GATHER_BATCH]
+        part = raw.select(batch)
+        parts.append(part.filter(mask).rechunk() if order is None else part.rechunk()[rows])
+        raw = raw.drop(batch)
+        del part
+    del raw
+    snaps = pl.concat(parts, how="horizontal")
+    del parts
     bucket, session = bucket[rows], session[rows]
     code = pl.col("symbol").to_physical().cast(pl.Int64)
     same = (code == code.shift(1)) & (pl.col("session") == pl.col("session").shift(1))
+    prepared = _prepare_columns(plan, "snapshots")
     # One lazy query (common subexpressions computed once): normalised book, mid price, returns and the
-    # factors' row-level helper columns.
+    # factors' row-level helper columns; then only the columns later stages read.
     snaps = (
         snaps.lazy()
         .with_columns(
@@ -263,10 +329,10 @@ def day_frames(
         )
         .with_columns(p=pl.col("mid").log())
         .with_columns(p_prev=previous(pl.col("p")), ts_prev=previous(pl.col("ts")))
-        .with_columns(r=pl.col("p") - pl.col("p_prev"), **_prepare_columns(plan, "snapshots"))
+        .with_columns(r=pl.col("p") - pl.col("p_prev"), **prepared)
+        .select(_snapshot_columns_after_prepare(plan, keep, prepared))
         .collect(engine="in-memory")  # whole-column kernels; the streaming engine leaves many small chunks
     )
-    del raw
     returns = (
         snaps.lazy()
         .select("symbol", "bucket", "session", "ts", "ts_prev", "p", "p_prev", "r", BUCKET_ID)
@@ -275,32 +341,44 @@ def day_frames(
         .collect(engine="in-memory")
     )
 
-    fills = None
-    vbuckets = None
-    day_state = state.encoded(enum)
-    if trades is not None:
-        t = pl.from_arrow(trades)
-        assert isinstance(t, pl.DataFrame)
-        tb = grid.feature_bucket(t["ts"].cast(pl.Int64).to_numpy())
-        t = t.with_columns(pl.col("symbol").cast(enum, strict=False))  # null: no snapshot of that symbol today
-        keep_fill = (tb >= 0) & t["symbol"].is_not_null().to_numpy()
-        fills = (
-            t.filter(pl.Series(keep_fill))
-            .rechunk()
-            .with_columns(
-                pl.Series("bucket", tb[keep_fill], dtype=pl.Int16),
-                pl.Series("session", grid.session[tb[keep_fill].clip(0)], dtype=pl.Int8),
-            )
-        )
-        fills = _ensure_sorted(fills, "seq" if "seq" in fills.columns else None).with_columns(
-            (pl.col("symbol").to_physical().cast(pl.Int64) * 65536 + pl.col("bucket")).alias(BUCKET_ID)
-        )
-        if plan.needs_vpin:
-            size = day_state.previous_volume().select(
-                "symbol", (pl.col("volume") / _trades.VPIN_BUCKETS_PER_DAY).alias("V")
-            )
-            vbuckets = _trades.volume_buckets(fills, size)
+    fills, vbuckets = trade_job.result()
     return DayFrames(date, grid, symbols, snaps, returns, fills, opening, vbuckets, day_state)
+
+
+def _trade_frames(
+    trades: pa.Table | Future | None, enum: pl.Enum, grid: BucketGrid, plan: FactorPlan, day_state: DailyState
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """The day's continuous-session fills (sorted by symbol and time, with bucket, session and bucket id)
+    and its VPIN volume buckets; ``trades`` may be a future of the read. Runs beside the snapshot work."""
+    if isinstance(trades, Future):
+        trades = trades.result()
+    if trades is None:
+        return None, None
+    t = pl.from_arrow(trades)
+    del trades
+    assert isinstance(t, pl.DataFrame)
+    tb = grid.feature_bucket(t["ts"].cast(pl.Int64).to_numpy())
+    t = t.with_columns(pl.col("symbol").cast(enum, strict=False))  # null: no snapshot of that symbol today
+    keep_fill = (tb >= 0) & t["symbol"].is_not_null().to_numpy()
+    fills = (
+        t.filter(pl.Series(keep_fill))
+        .rechunk()
+        .with_columns(
+            pl.Series("bucket", tb[keep_fill], dtype=pl.Int16),
+            pl.Series("session", grid.session[tb[keep_fill].clip(0)], dtype=pl.Int8),
+        )
+    )
+    del t
+    fills = _ensure_sorted(fills, "seq" if "seq" in fills.columns else None).with_columns(
+        (pl.col("symbol").to_physical().cast(pl.Int64) * 65536 + pl.col("bucket")).alias(BUCKET_ID)
+    )
+    vbuckets = None
+    if plan.needs_vpin:
+        size = day_state.previous_volume().select(
+            "symbol", (pl.col("volume") / _trades.VPIN_BUCKETS_PER_DAY).alias("V")
+        )
+        vbuckets = _trades.volume_buckets(fills, size)
+    return fills, vbuckets
 
 
 # --------------------------------------------------------------- day panel
@@ -419,7 +497,18 @@ def target_schema() -> pa.Schema:
 def _read_day(
     src: DatasetStore, date: dt.date, plan: FactorPlan, trade_dates: set[dt.date]
 ) -> tuple[pa.Table, pa.Table | None]:
-    snaps = src.read_partition("snapshots", date, columns=list(plan.snapshot_columns))
+    return _read_snapshots(src, date, plan), _read_trades(src, date, plan, trade_dates)
+
+
+def _read_snapshots(src: DatasetStore, date: dt.date, plan: FactorPlan) -> pa.Table:
+    return src.read_partition("snapshots", date, columns=list(plan.snapshot_columns))
+
+
+def _read_trades(
+    src: DatasetStore, date: dt.date, plan: FactorPlan, trade_dates: set[dt.date], counts: dict | None = None
+) -> pa.Table | None:
+    """The date's trade columns (None when no selected factor reads trades); ``counts["trades"]`` gets the
+    number of rows read."""
     trades = None
     if plan.reads_trades:
         if date in trade_dates:
@@ -428,7 +517,9 @@ def _read_day(
             trades = src.read_partition("trades", date, columns=plan.trade_read_columns(available))
         else:  # a date without a trades partition: no fills
             trades = pa.table({c: pa.array([], type=_TRADE_TYPES[c]) for c in plan.trade_columns})
-    return snaps, trades
+    if counts is not None:
+        counts["trades"] = 0 if trades is None else trades.num_rows
+    return trades
 
 
 _TRADE_TYPES = {
@@ -484,8 +575,8 @@ def _load_state(
     replay = FactorPlan.make(["vpin"] if plan.needs_vpin else ["rv"])
     state = DailyState()
     for d in before:
-        snaps, trades = _read_day(src, d, replay, trade_dates)
-        day = day_frames(d, snaps, trades, BucketGrid.for_date(d, spec, profile), state, replay)
+        tables = list(_read_day(src, d, replay, trade_dates))
+        day = _day_frames(d, tables, BucketGrid.for_date(d, spec, profile), state, replay)
         state = next_state(day, compute_panel(day, replay), state)
     return state, len(before)
 
@@ -573,11 +664,16 @@ def _build(
         pending = None
 
     for d in dates:
-        snaps, trades = _read_day(src, d, plan, trade_dates)
-        summary["snapshot_rows"] += snaps.num_rows
-        summary["trade_rows"] += 0 if trades is None else trades.num_rows
         grid = BucketGrid.for_date(d, spec, profile)
-        day = day_frames(d, snaps, trades, grid, state, plan)
+        counts: dict[str, int] = {}
+        # trades are read in a second thread while this one reads the snapshots; the tables are handed over
+        # to _day_frames (no reference kept here), which frees them once polars holds the data
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-read") as reader:
+            tables = [None, reader.submit(_read_trades, src, d, plan, trade_dates, counts)]
+            tables[0] = _read_snapshots(src, d, plan)
+            summary["snapshot_rows"] += tables[0].num_rows
+            day = _day_frames(d, tables, grid, state, plan)
+        summary["trade_rows"] += counts["trades"]
         panel = compute_panel(day, plan)
         flush(day_rv(panel))
         out = panel.select(pl.col("symbol").cast(pl.String), "ts", "bucket", *plan.output)
@@ -598,8 +694,8 @@ def _build(
     next_rv = None
     if after:
         mid_plan = FactorPlan.make(["rv"])
-        snaps, _ = _read_day(src, after[0], mid_plan, set())
-        nday = day_frames(after[0], snaps, None, BucketGrid.for_date(after[0], spec, profile), state, mid_plan)
+        tables = list(_read_day(src, after[0], mid_plan, set()))
+        nday = _day_frames(after[0], tables, BucketGrid.for_date(after[0], spec, profile), state, mid_plan)
         next_rv = day_rv(compute_panel(nday, mid_plan))
     flush(next_rv)
 
