@@ -104,6 +104,25 @@ def _user_errors():
         _fail(str(msg))
 
 
+def _quiet_native_exit() -> None:
+    """Discard what native extensions print while the interpreter shuts down.
+
+    After Feast's DuckDB offline store ran, DuckDB 2's bindings (nanobind) report the type objects that
+    ibis keeps in module-level caches as "leaked" when those modules are torn down: dozens of lines on
+    stderr after the command has finished and printed its result. Registered last, this runs first at
+    exit, once every result and error of the command is already written.
+    """
+    import atexit
+    import os
+
+    def _close_stderr() -> None:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+
+    atexit.register(_close_stderr)
+
+
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -431,6 +450,7 @@ def features_materialize(
     """Load the latest feature values of a date range into the online store (SQLite or Redis)."""
     from l2vol.features import materialize
 
+    _quiet_native_exit()
     with _user_errors():
         summary = materialize(repo, start, end, incremental=incremental, factors=factors)
     _emit_json(summary) if as_json else out.print(summary)
@@ -459,6 +479,7 @@ def features_training_set(
 
     from l2vol.features import entities_from_targets, training_set
 
+    _quiet_native_exit()
     with _user_errors():
         if (targets is None) == (entities is None):
             raise ValueError("give exactly one of --targets URI or --entities FILE")
@@ -518,6 +539,7 @@ def demo(
     """
     from l2vol.demo import run_demo
 
+    _quiet_native_exit()
     with _user_errors(), _progress(not as_json) as prog:
         result = run_demo(out_dir, quick=quick, progress=prog)
     if as_json:

@@ -31,7 +31,8 @@ def entities_from_targets(
     for _, tbl in store.iter_partitions("targets", start, end, symbols=symbols):
         parts.append(tbl)
     if not parts:
-        raise ValueError(f"{store.location('table=targets')}: no committed targets in [{start}, {end}]")
+        span = "" if start is None and end is None else f" in [{start or '...'}, {end or '...'}]"
+        raise ValueError(f"{store.location('table=targets')}: no committed targets{span} (run `l2vol factors build`)")
     import pyarrow as pa
 
     df = pa.concat_tables(parts).to_pandas()

@@ -157,3 +157,24 @@ def test_repo_declarations_match_the_factor_registry():
     (svc,) = [o for o in objs if isinstance(o, FeatureService)]
     assert svc.name == "vol_forecast_v1"
     assert sorted(p.name for p in svc.feature_view_projections) == sorted(views)
+
+
+def test_entities_from_targets_errors_are_clear(tmp_store):
+    import pyarrow as pa
+
+    from l2vol.features import entities_from_targets
+
+    with pytest.raises(ValueError, match=r"no committed targets \(run `l2vol factors build`\)"):
+        entities_from_targets(tmp_store)
+    ts = pa.array([0, 300_000_000_000], type=pa.timestamp("ns", tz="UTC"))
+    tmp_store.write_partition(
+        "targets",
+        "2024-01-02",
+        pa.table(
+            {"symbol": ["600000.SH"] * 2, "ts": ts, "rv_next_bucket": [1e-5, 0.0], "zero_next_bucket": [False, True]}
+        ),
+    )
+    ent = entities_from_targets(tmp_store)
+    assert list(ent.columns) == ["symbol", "ts", "rv_next_bucket", "zero_next_bucket"] and len(ent) == 2
+    with pytest.raises(ValueError, match=r"unknown target\(s\) \['rv_next_week'\]"):
+        entities_from_targets(tmp_store, targets=["rv_next_week"])
