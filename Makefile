@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip
 PIP_FLAGS ?= --disable-pip-version-check -q
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint venv venv-dev lock clean help
+.PHONY: demo test lint venv venv-dev browser lock clean help
 
 help:
 	@echo "make demo   - create .venv, install l2vol, run the embedded pipeline, print where the report is"
@@ -41,7 +41,15 @@ venv-dev: $(VENV)/.installed-dev
 demo: venv
 	$(BIN)/l2vol demo --out $(DEMO_OUT)
 
-test: venv-dev
+# Browser tests drive Debian's chromium with chromedriver (never a tool's own browser download). As root
+# on Debian they are installed here; elsewhere the tests skip with the reason (fail in CI).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "note: chromium/chromedriver not installed: browser tests will skip"; fi
+
+test: venv-dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv-dev
