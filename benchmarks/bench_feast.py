@@ -273,6 +273,7 @@ def main() -> None:
     n_symbols, n_days, reps = (50, 5, 100) if args.quick else (300, 21, 300)
     from l2vol import features
 
+    features.quiet_native_exit()  # the SUMMARY line stays the last line (DuckDB's exit-time leak report)
     figures: dict = {"symbols": n_symbols, "days": n_days, "buckets_per_day": 48}
     tmp = Path(tempfile.mkdtemp(prefix="bench_feast_"))
     saved = {

@@ -104,25 +104,6 @@ def _user_errors():
         _fail(str(msg))
 
 
-def _quiet_native_exit() -> None:
-    """Discard what native extensions print while the interpreter shuts down.
-
-    After Feast's DuckDB offline store ran, DuckDB 2's bindings (nanobind) report the type objects that
-    ibis keeps in module-level caches as "leaked" when those modules are torn down: dozens of lines on
-    stderr after the command has finished and printed its result. Registered last, this runs first at
-    exit, once every result and error of the command is already written.
-    """
-    import atexit
-    import os
-
-    def _close_stderr() -> None:
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-
-    atexit.register(_close_stderr)
-
-
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -448,9 +429,9 @@ def features_materialize(
     as_json: JsonOpt = False,
 ) -> None:
     """Load the latest feature values of a date range into the online store (SQLite or Redis)."""
-    from l2vol.features import materialize
+    from l2vol.features import materialize, quiet_native_exit
 
-    _quiet_native_exit()
+    quiet_native_exit()
     with _user_errors():
         summary = materialize(repo, start, end, incremental=incremental, factors=factors)
     _emit_json(summary) if as_json else out.print(summary)
@@ -477,9 +458,9 @@ def features_training_set(
     """Point-in-time correct training set: for each entity (symbol, T) the latest feature row with ts <= T."""
     import pandas as pd
 
-    from l2vol.features import entities_from_targets, training_set
+    from l2vol.features import entities_from_targets, quiet_native_exit, training_set
 
-    _quiet_native_exit()
+    quiet_native_exit()
     with _user_errors():
         if (targets is None) == (entities is None):
             raise ValueError("give exactly one of --targets URI or --entities FILE")
@@ -538,8 +519,9 @@ def demo(
     simulate (with injected defects) → validate/clean (quarantine + data-quality report) → daily bars.
     """
     from l2vol.demo import run_demo
+    from l2vol.features import quiet_native_exit
 
-    _quiet_native_exit()
+    quiet_native_exit()
     with _user_errors(), _progress(not as_json) as prog:
         result = run_demo(out_dir, quick=quick, progress=prog)
     if as_json:

@@ -54,3 +54,23 @@ def offline_root(repo_dir: str | Path) -> str:
     if "://" in root:
         return root
     return str((Path(repo_dir).resolve() / root).resolve())
+
+
+def quiet_native_exit() -> None:
+    """Discard what native extensions print while the interpreter shuts down.
+
+    After Feast's DuckDB offline store ran, DuckDB 2's bindings (nanobind) report the type objects that
+    ibis keeps in module-level caches as "leaked" when those modules are torn down: dozens of lines on
+    stderr after the command has finished and printed its result. Registered last, this runs first at
+    exit, once every result and error of the command is already written.
+    """
+    import atexit
+    import os
+    import sys
+
+    def _close_stderr() -> None:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+
+    atexit.register(_close_stderr)
