@@ -538,7 +538,7 @@ def demo(
     out.print(f"data-quality report: [bold]{result['report']}[/bold]")
     fr = result["factor_report"]
     t = Table(title=f"top factors by |RankIC| against {fr['primary_target']} ({fr['start']} .. {fr['end']})")
-    for col in ("factor", "family", "IC", "RankIC", "t (NW)"):
+    for col in ("factor", "family", "IC", "RankIC", "t (NW)", "days"):
         t.add_column(col, justify="left" if col in ("factor", "family") else "right")
     for row in fr["top"]:
         t.add_row(
@@ -547,6 +547,7 @@ def demo(
             f"{row['ic_mean']:.3f}",
             f"{row['rank_ic_mean']:.3f}",
             "" if row["rank_ic_t_nw"] is None else f"{row['rank_ic_t_nw']:.1f}",
+            str(row["rank_ic_n_days"]),  # the t-stat is over this many daily ICs: few days, fragile t
         )
     out.print(t)
     out.print(f"factor report: [bold]{fr['paths']['html']}[/bold]")

@@ -543,7 +543,8 @@ _METHOD = {
     "ts_ic": "Pearson across the buckets of one (symbol, date), mean over the day's symbols; "
     f"needs >= {MIN_TIME_SERIES} buckets",
     "ts_rank_ic": "Spearman across the buckets of one (symbol, date), mean over the day's symbols",
-    "t_nw": "mean / Newey-West standard error of the daily series (Bartlett, lag floor(4 (n/100)^(2/9)) >= 1)",
+    "t_nw": "mean / Newey-West standard error of the daily series (Bartlett, lag floor(4 (n/100)^(2/9)) >= 1); "
+    "blank with fewer than 5 days",
     "ir": "mean / standard deviation (ddof 1) of the daily series, not annualised",
     "autocorr": "Spearman across symbols of the factor at t and at t - 1 bucket (same day), mean over buckets "
     "and days; turnover = 1 - autocorr",
@@ -582,6 +583,11 @@ def _json_ready(obj):
     return obj
 
 
+#: Fewest daily ICs for which the report gives a Newey-West t: a long-run variance from 2-4 daily values
+#: is noise, and the t it yields (hundreds or thousands) means nothing.
+MIN_T_DAYS = 5
+
+
 def _series_stats(values: np.ndarray) -> dict[str, float | int | None]:
     v = values[np.isfinite(values)]
     n = int(v.size)
@@ -591,7 +597,7 @@ def _series_stats(values: np.ndarray) -> dict[str, float | int | None]:
         "mean": mean,
         "std": std,
         "ir": mean / std if n > 1 and std > 0 else float("nan"),
-        "t_nw": newey_west_tstat(v),
+        "t_nw": newey_west_tstat(v) if n >= MIN_T_DAYS else float("nan"),
         "pos_share": float((v > 0).mean()) if n else float("nan"),
         "n_days": n,
     }

@@ -15,6 +15,7 @@ import pytest
 
 from l2vol.factors.factor_set import FactorSet
 from l2vol.factors.mining import (
+    MIN_T_DAYS,
     average_ranks,
     complete_linkage,
     cut_clusters,
@@ -236,7 +237,10 @@ def test_ic_and_rank_ic_equal_an_independent_computation(hand_report, factor, ta
         assert row[f"{kind}_groups"] == groups
         assert row[f"{kind}_mean"] == pytest.approx(daily.mean(), abs=1e-12)
         assert row[f"{kind}_std"] == pytest.approx(daily.std(ddof=1), abs=1e-12)
-        assert row[f"{kind}_t_nw"] == pytest.approx(newey_west_tstat(daily.to_numpy()), abs=1e-9)
+        if len(daily) >= MIN_T_DAYS:
+            assert row[f"{kind}_t_nw"] == pytest.approx(newey_west_tstat(daily.to_numpy()), abs=1e-9)
+        else:  # too few daily ICs for a long-run variance: no t is reported
+            assert math.isnan(row[f"{kind}_t_nw"])
         got = [v for v in report.daily[target][f"{factor}:{kind}"] if v is not None]
         np.testing.assert_allclose(got, daily.to_numpy(), atol=1e-12)
 
@@ -371,3 +375,13 @@ def test_factor_rank_correlation_is_pooled_over_bucket_cross_sections(hand_repor
     # a factor with itself
     a = report.factors.index("alpha_near")
     assert report.rank_corr[a, a] == pytest.approx(1.0)
+
+
+def test_t_stat_reported_from_five_days():
+    from l2vol.factors.mining import _series_stats
+
+    four = np.array([0.1, 0.3, 0.2, 0.25])
+    assert math.isnan(_series_stats(four)["t_nw"])
+    five = np.append(four, 0.15)
+    assert _series_stats(five)["t_nw"] == pytest.approx(newey_west_tstat(five))
+    assert MIN_T_DAYS == 5
