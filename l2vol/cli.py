@@ -458,7 +458,7 @@ def features_training_set(
     """Point-in-time correct training set: for each entity (symbol, T) the latest feature row with ts <= T."""
     import pandas as pd
 
-    from l2vol.features import entities_from_targets, quiet_native_exit, training_set
+    from l2vol.features import entities_from_targets, quiet_native_exit, training_set, write_training_set
 
     quiet_native_exit()
     with _user_errors():
@@ -471,10 +471,7 @@ def features_training_set(
         else:
             ent = pd.read_parquet(entities)
         df = training_set(repo, ent, service, engine=engine)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_suffix(output.suffix + ".tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(output)
+        write_training_set(df, output)
     summary = {"rows": len(df), "columns": list(df.columns), "output": str(output), "service": service}
     if as_json:
         _emit_json(summary)

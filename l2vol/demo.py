@@ -113,7 +113,15 @@ def _feast_stage(root: Path | None, feat) -> dict:
 
     import numpy as np
 
-    from l2vol.features import apply, entities_from_targets, materialize, online, online_batch, training_set
+    from l2vol.features import (
+        apply,
+        entities_from_targets,
+        materialize,
+        online,
+        online_batch,
+        training_set,
+        write_training_set,
+    )
 
     if root is None:
         return {"skipped": "the Feast stage of the demo needs a local --out directory"}
@@ -128,10 +136,7 @@ def _feast_stage(root: Path | None, feat) -> dict:
     mat = materialize(repo, start, end, factors=feat, env="local")
     entities = entities_from_targets(feat)
     train = training_set(repo, entities, env="local")
-    train_path = root / "training_set.parquet"
-    tmp = train_path.with_suffix(".parquet.tmp")
-    train.to_parquet(tmp, index=False)
-    tmp.replace(train_path)
+    train_path = write_training_set(train, root / "training_set.parquet")
     symbols = sorted(entities["symbol"].unique().tolist())
     sdk = online(repo, symbols, env="local")
     fast = online_batch(repo, symbols, env="local")

@@ -12,7 +12,7 @@ See docs/features.md.
 
 from l2vol.features.batch import BatchOnlineReader, online_batch
 from l2vol.features.config import feast_env, offline_root, quiet_native_exit, store_yaml
-from l2vol.features.entities import entities_from_targets
+from l2vol.features.entities import entities_from_targets, write_training_set
 from l2vol.features.export import export_offline
 from l2vol.features.store import DEFAULT_SERVICE, apply, materialize, online, open_store, training_set
 
@@ -31,4 +31,5 @@ __all__ = [
     "quiet_native_exit",
     "store_yaml",
     "training_set",
+    "write_training_set",
 ]

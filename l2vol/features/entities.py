@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -44,3 +45,13 @@ def entities_from_targets(
         rv_cols = list(targets)
     zero_cols = [f"zero_{c.removeprefix('rv_')}" for c in rv_cols if f"zero_{c.removeprefix('rv_')}" in df.columns]
     return df[["symbol", "ts", *rv_cols, *zero_cols]].reset_index(drop=True)
+
+
+def write_training_set(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a training set to ``path`` as Parquet atomically (a temp file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -226,6 +226,21 @@ class LogTargetRegressor(Estimator):
             setattr(self, k, state[k])
         self.n_features_in_ = state["n_features_in_"]
 
+    def _scaled_state(self) -> dict[str, Any]:
+        """State of learners that standardize inputs and the log target (neural models): the feature list,
+        the input normalizer and the target's training mean and std."""
+        return {
+            "features_": self.features_,
+            "normalizer_": self.normalizer_.to_json(),
+            "z_mean_": self.z_mean_,
+            "z_std_": self.z_std_,
+        }
+
+    def _set_scaled_state(self, state: dict[str, Any]) -> None:
+        self.features_ = state["features_"]
+        self.normalizer_ = Standardizer.from_json(state["normalizer_"])
+        self.z_mean_, self.z_std_ = state["z_mean_"], state["z_std_"]
+
 
 def fit_bias_factor(z: np.ndarray, z_hat: np.ndarray, method: str) -> float:
     """Multiplicative correction from log forecasts ``z_hat`` of log targets ``z`` (see

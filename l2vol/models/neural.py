@@ -98,10 +98,7 @@ class TorchRegressor(LogTargetRegressor):
     def _state(self) -> dict[str, Any]:
         return {
             **self._base_state(),
-            "features_": self.features_,
-            "normalizer_": self.normalizer_.to_json(),
-            "z_mean_": self.z_mean_,
-            "z_std_": self.z_std_,
+            **self._scaled_state(),
             "best_epoch_": self.best_epoch_,
             "eval_history_": self.eval_history_,
             "device_": self.device_,
@@ -110,9 +107,7 @@ class TorchRegressor(LogTargetRegressor):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._set_base_state(state)
-        self.features_ = state["features_"]
-        self.normalizer_ = Standardizer.from_json(state["normalizer_"])
-        self.z_mean_, self.z_std_ = state["z_mean_"], state["z_std_"]
+        self._set_scaled_state(state)
         self.best_epoch_, self.eval_history_ = state["best_epoch_"], state["eval_history_"]
         self._set_extra_state(state)
 

@@ -163,19 +163,14 @@ class TabNetRegressor(LogTargetRegressor):
     def _state(self) -> dict[str, Any]:
         return {
             **self._base_state(),
-            "features_": self.features_,
-            "normalizer_": self.normalizer_.to_json(),
-            "z_mean_": self.z_mean_,
-            "z_std_": self.z_std_,
+            **self._scaled_state(),
             "virtual_batch_size_": self.virtual_batch_size_,
             "best_epoch_": self.best_epoch_,
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._set_base_state(state)
-        self.features_ = state["features_"]
-        self.normalizer_ = Standardizer.from_json(state["normalizer_"])
-        self.z_mean_, self.z_std_ = state["z_mean_"], state["z_std_"]
+        self._set_scaled_state(state)
         self.virtual_batch_size_ = state["virtual_batch_size_"]
         self.best_epoch_ = state["best_epoch_"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import free_port, require_service
+from support import free_port, require_service, stop_process
 
 REGION = "us-east-1"
 BUCKET = "l2vol-it"
@@ -114,12 +114,7 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         server.client().create_bucket(Bucket=BUCKET)  # signed: the free actions are spent
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import free_port
+from support import free_port, stop_process
 
 from l2vol import features
 from l2vol.factors import FAMILIES, REGISTRY
@@ -215,12 +215,7 @@ def test_feast_serve_over_http(world):
             {"feature_service": "vol_forecast_v1", "entities": {"symbol": symbols}},
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
     names = body["metadata"]["feature_names"]
     got = pd.DataFrame({n: res["values"] for n, res in zip(names, body["results"], strict=True)})
