@@ -39,6 +39,9 @@ features_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(features_app, name="features")
+from l2vol.training.cli import tune_app  # noqa: E402
+
+app.add_typer(tune_app, name="tune")
 RepoOpt = Annotated[Path, typer.Option("--repo", help="The Feast feature repo directory.")]
 
 console = Console(stderr=True)
@@ -504,6 +507,147 @@ def features_online(
     out.print(t)
 
 
+# ------------------------------------------------------------------------------ train / evaluate / predict
+def _comparison_table(rows: list[dict], title: str) -> Table:
+    t = Table(title=title)
+    cols = [
+        ("model", "model"),
+        ("RMSPE", "rmspe"),
+        ("QLIKE", "qlike"),
+        ("R²oos", "r2_oos"),
+        ("DM p (QLIKE)", "dm_qlike_p"),
+    ]
+    if rows and "oracle_gap_qlike" in rows[0]:
+        cols.append(("oracle gap (QLIKE)", "oracle_gap_qlike"))
+    cols.append(("n", "n_used"))
+    for label, _ in cols:
+        t.add_column(label, justify="left" if label == "model" else "right")
+    for row in rows:
+        cells = []
+        for _, key in cols:
+            v = row.get(key)
+            cells.append("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
+        t.add_row(*cells)
+    return t
+
+
+@app.command("train")
+def train(
+    model: Annotated[
+        list[str], typer.Option("--model", help="Model(s): naive, har, lightgbm, tabnet, mlp, lstm, ensemble.")
+    ],
+    config: Annotated[Path, typer.Option("--config", help="Run config YAML (docs/runs.md).")],
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run URI (default: <root>/runs/<UTC time>-<config hash>).")
+    ] = None,
+    algorithm: Annotated[
+        str | None,
+        typer.Option(help="Train the torch models with the distributed harness: single, ddp, local_sgd, parallel_de."),
+    ] = None,
+    launcher: Annotated[str, typer.Option(help="none (in-process) or torchrun (with --algorithm).")] = "none",
+    nproc: Annotated[int, typer.Option(help="Processes per node for torchrun.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train models on walk-forward folds of a Feast training set; write models, test forecasts and provenance.
+
+    The HAR benchmark is always trained (its variant chosen per fold on validation QLIKE). A factor set whose fit
+    dates reach past a fold's validation window is refused. See docs/runs.md.
+    """
+    from l2vol.features import quiet_native_exit
+    from l2vol.runs import load_run_config, train_run
+
+    quiet_native_exit()
+    with _user_errors():
+        if launcher not in ("none", "torchrun"):
+            raise ValueError(f"--launcher {launcher!r}: expected none or torchrun")
+        cfg = load_run_config(config)
+        with _progress(not as_json) as prog:
+            result = train_run(
+                cfg, model, run_uri=run, progress=prog, algorithm=algorithm, launcher=launcher, nproc=nproc,
+                argv=["l2vol", *sys.argv[1:]],
+            )  # fmt: skip
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    for f in result.folds:
+        out.print(f"{f['describe']}  rows {f['rows']}")
+    out.print("HAR chosen on validation: " + ", ".join(f"fold {h['fold']}: {h['chosen']}" for h in result.har))
+    out.print(f"run: [bold]{result.run_uri}[/bold] ({result.seconds:.1f} s)")
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Annotated[str, typer.Option("--run", help="Run URI written by `l2vol train`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a run's test forecasts vs HAR (DM, MZ, oracle gap on simulated data), factor importance, report."""
+    from l2vol.runs import evaluate_run
+
+    with _user_errors(), _progress(not as_json) as prog:
+        result = evaluate_run(run, progress=prog)
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(_comparison_table(result["table"], f"test-fold forecasts vs HAR ({run})"))
+    out.print(f"metrics: {result['metrics']}")
+    out.print(f"report: [bold]{result['report']}[/bold]")
+
+
+@app.command("predict")
+def predict(
+    run: Annotated[str, typer.Option("--run", help="Run URI written by `l2vol train`.")],
+    dates: Annotated[
+        str | None, typer.Option("--dates", help="Batch over a date range START:END (YYYY-MM-DD).")
+    ] = None,
+    online: Annotated[
+        str | None, typer.Option("--online", help="Live from the online store: comma-separated symbols.")
+    ] = None,
+    output: Annotated[str | None, typer.Option("--out", help="Also write the forecasts as Parquet here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forecast with a run's last-fold models: a date range (with forecast-vs-realized monitoring) or live."""
+    from l2vol.features import quiet_native_exit
+    from l2vol.runs import predict_run
+
+    quiet_native_exit()
+    with _user_errors():
+        if (dates is None) == (online is None):
+            raise ValueError("give exactly one of --dates START:END or --online SYMBOLS")
+        span = None
+        if dates is not None:
+            parts = dates.split(":")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"--dates {dates!r}: expected START:END, e.g. 2024-01-08:2024-01-09")
+            span = (parts[0], parts[1])
+        symbols = [s.strip() for s in online.split(",") if s.strip()] if online is not None else None
+        df = predict_run(run, dates=span, online_symbols=symbols, out=output)
+    models = [c for c in df.columns if c not in ("symbol", "ts", "y")]
+    if as_json:
+        # Exact floats (pandas' to_json rounds to a fixed number of decimals: tiny variances lose digits).
+        frame = df.assign(ts=df["ts"].map(lambda t: t.isoformat())).astype(object)
+        rows = frame.where(df.notna(), None).to_dict(orient="records")
+        _emit_json({"run": df.attrs.get("run"), "fold": df.attrs.get("fold"), "models": models, "rows": rows,
+                    "monitoring": df.attrs.get("monitoring")})  # fmt: skip
+        return
+    out.print(f"{len(df):,} forecasts from {len(models)} models (fold {df.attrs.get('fold')})" +
+              (f" → {output}" if output else ""))  # fmt: skip
+    mon = df.attrs.get("monitoring")
+    if mon and mon.get("models"):
+        t = Table(title=f"forecast vs realized ({mon['n_realized']:,} of {mon['n_rows']:,} rows realized)")
+        for col in ("model", "QLIKE", "MSE", "mean forecast / realized"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for m, v in mon["models"].items():
+            t.add_row(m, f"{v['qlike']:.4g}", f"{v['mse']:.4g}", f"{v['bias']:.3f}")
+        out.print(t)
+    elif online is not None:
+        t = Table(title="live forecasts")
+        for col in ["symbol", *models]:
+            t.add_column(col, justify="left" if col == "symbol" else "right")
+        for _, r in df.iterrows():
+            t.add_row(str(r["symbol"]), *[f"{r[m]:.4g}" for m in models])
+        out.print(t)
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
@@ -513,7 +657,9 @@ def demo(
 ) -> None:
     """Run the embedded default pipeline on a simulated market and print where the report is.
 
-    simulate (with injected defects) → validate/clean (quarantine + data-quality report) → daily bars.
+    simulate (with injected defects) → validate/clean (quarantine + data-quality report) → daily bars →
+    factors and factor report → Feast on SQLite → a training run (naive, HAR, LightGBM, TabNet) and its
+    evaluation report.
     """
     from l2vol.demo import run_demo
     from l2vol.features import quiet_native_exit
@@ -557,6 +703,14 @@ def demo(
             f"{fe['training_features']} features → {fe['training_set']}; online read of {fe['online_symbols']} "
             f"symbols (fast path = SDK: {fe['online_fast_equals_sdk']})"
         )
+    tr = result.get("training", {})
+    if "skipped" in tr:
+        out.print(f"training stage skipped: {tr['skipped']}")
+    elif tr:
+        har = ", ".join(f"fold {h['fold']}: {h['chosen']}" for h in tr["har"])
+        out.print(_comparison_table(tr["table"], f"test-fold forecasts vs HAR ({len(tr['folds'])} fold(s); HAR {har})"))
+        out.print(f"run: {tr['run']}")
+        out.print(f"evaluation report: [bold]{tr['report']}[/bold]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

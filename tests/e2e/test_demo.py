@@ -71,6 +71,18 @@ def test_demo_quick_runs_the_data_pipeline_end_to_end(tmp_path):
     assert res_on.exit_code == 0, res_on.output
     assert json.loads(res_on.stdout)[0]["symbol"] == sym
 
+    # Training stage: naive, HAR, LightGBM and TabNet on a walk-forward fold, evaluated against HAR with the
+    # simulator's oracle; the report is written and the run holds its provenance.
+    tr = result["training"]
+    assert tr["models"] == ["har", "naive", "lightgbm", "tabnet"] and len(tr["folds"]) >= 1
+    table = {r["model"]: r for r in tr["table"]}
+    assert set(table) == {"har", "naive", "lightgbm", "tabnet", "oracle"} and tr["oracle"] is True
+    assert all(r["n_used"] > 0 and r["qlike"] > 0 for r in table.values())
+    assert table["har"]["oracle_gap_qlike"] == 1.0 and table["oracle"]["oracle_gap_qlike"] == 0.0
+    run = Path(tr["run"])
+    assert Path(tr["report"]).is_file() and (run / "provenance.json").is_file()
+    assert (run / "models" / "fold-0" / "tabnet" / "weights.safetensors").is_file()
+
     # Re-running is idempotent: the same manifests.
     manifests = {p: p.read_text() for p in out.rglob("_manifest.json")}
     res2 = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
@@ -83,6 +95,7 @@ def test_demo_prints_where_the_report_is(tmp_path):
     assert res.exit_code == 0, res.output
     assert "data-quality report:" in res.output
     assert "index.html" in res.output
+    assert "evaluation report:" in res.output and "report.html" in res.output
 
 
 def _target_rows(out: Path):
