@@ -711,6 +711,19 @@ def demo(
         out.print(_comparison_table(tr["table"], f"test-fold forecasts vs HAR ({len(tr['folds'])} fold(s); HAR {har})"))
         out.print(f"run: {tr['run']}")
         out.print(f"evaluation report: [bold]{tr['report']}[/bold]")
+        pde = tr.get("parallel_de")
+        if pde:
+            out.print(
+                _comparison_table(pde["table"], f"TabNet trained by Parallel_DE over {pde['nproc']} processes vs HAR")
+            )
+            for t in pde["training"]:
+                share = t["de_comm_share"]
+                out.print(
+                    f"fold {t['fold']}: {t['model']} {t['algorithm']} x{t['world_size']}: val loss {t['val_loss']:.4f}, "
+                    f"final diversity {t['final_diversity']:.3g}"
+                    + ("" if share is None else f", DE + communication {share:.1%} of wall time")
+                )
+            out.print(f"Parallel_DE report (convergence and diversity plots): [bold]{pde['report']}[/bold]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -84,6 +84,7 @@ def render_evaluation_report(
     sample_symbols: int = 3,
     subtitle: str | None = None,
     generated_at: dt.datetime | None = None,
+    extra_figures: Sequence[dict] | None = None,
 ) -> str:
     """A self-contained HTML page for one evaluation.
 
@@ -92,6 +93,8 @@ def render_evaluation_report(
     ``y`` and one column per model of ``evaluation["models"]``). ``importance``: optional factor
     importance (``factor``, ``method``, ``model``, ``importance``, ``rank``), drawn as bar charts.
     ``sample_symbols``: how many symbols the forecast-vs-realized plot shows (the ones with most rows).
+    ``extra_figures``: figures made elsewhere, appended as given: dicts with ``id``, ``title``, ``caption``,
+    ``alt`` and ``png`` (PNG bytes), e.g. the convergence and diversity plots of the distributed training harness.
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -123,6 +126,13 @@ def render_evaluation_report(
         imp = _plot_importance(_to_pandas(importance))
         if imp is not None:
             figures.append(imp)
+    for extra in extra_figures or ():
+        missing = [k for k in ("id", "title", "caption", "alt", "png") if k not in extra]
+        if missing:
+            raise ValueError(f"render_evaluation_report: an extra figure lacks {missing}")
+        src = "data:image/png;base64," + base64.b64encode(extra["png"]).decode("ascii")
+        figures.append({"id": extra["id"], "title": extra["title"], "caption": extra["caption"], "src": src,
+                        "alt": extra["alt"]})  # fmt: skip
 
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
@@ -154,6 +164,7 @@ def write_evaluation_report(
     title: str,
     sample_symbols: int = 3,
     subtitle: str | None = None,
+    extra_figures: Sequence[dict] | None = None,
 ) -> str:
     """Render the report and write it at ``relpath`` under ``store`` (atomically); returns its location."""
     html = render_evaluation_report(
@@ -163,6 +174,7 @@ def write_evaluation_report(
         title=title,
         sample_symbols=sample_symbols,
         subtitle=subtitle,
+        extra_figures=extra_figures,
     )
     return store.write_bytes(relpath, html.encode("utf-8"))
 

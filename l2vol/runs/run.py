@@ -536,6 +536,9 @@ def evaluate_run(run_uri: str, *, progress: Progress | None = None) -> dict:
         "importance": imp_records,
         "importance_skipped": importance.attrs.get("skipped", []),
     }
+    training_runs, training_figures = _harness_outputs(run)
+    if training_runs:
+        metrics["training"] = training_runs
     metrics_loc = run.write_json("metrics.json", metrics)
     fs = data["feature_service"]
     chosen = ", ".join(sorted({r["chosen"] for r in data["har"]}))
@@ -551,14 +554,61 @@ def evaluate_run(run_uri: str, *, progress: Progress | None = None) -> dict:
             f"feature service {fs['name']} ({len(fs['features'])} features); HAR variant chosen on validation: {chosen}; "
             f"{oracle_note}"
         ),
+        extra_figures=training_figures,
     )
     progress.advance("evaluate", note="report")
     return {
         "metrics": metrics_loc,
         "report": report_loc,
+        "training": training_runs,
         "table": evaluation["table"],
         "oracle": oracle_col is not None,
     }
+
+
+def _harness_outputs(run: DatasetStore) -> tuple[list[dict], list[dict]]:
+    """What the distributed training harness left under ``harness/fold-<k>/<model>/out`` for models trained with
+    ``--algorithm``: a summary per (fold, model) for metrics.json (algorithm, processes, steps, validation loss,
+    final diversity, shares of wall time in training / communication / DE) and its convergence + diversity plot for
+    the report. Runs without ``--algorithm`` have none."""
+    import re
+
+    runs: list[dict] = []
+    figures: list[dict] = []
+    paths = [p for p in run.list_files("harness") if p.endswith("/out/metrics.json")]
+    for rel in paths:
+        m = re.match(r"harness/fold-(\d+)/([^/]+)/out/metrics\.json$", rel)
+        if not m:
+            continue
+        fold, model = int(m.group(1)), m.group(2)
+        doc = run.read_json(rel)
+        t = doc.get("timings", {})
+        entry = {
+            "fold": fold,
+            "model": model,
+            "algorithm": doc.get("algorithm"),
+            "world_size": doc.get("world_size"),
+            "val": doc.get("val"),
+            "final_diversity": doc.get("final_diversity"),
+            "timings": t,
+        }
+        runs.append(entry)
+        png_rel = rel.rsplit("/", 1)[0] + "/history.png"
+        if run.exists(png_rel):
+            share = t.get("de_comm_share")
+            share_note = f"; DE + communication {share:.1%} of wall time" if isinstance(share, float) else ""
+            figures.append(
+                {
+                    "id": f"training-{model}-fold{fold}",
+                    "title": f"{model}, fold {fold}: {doc.get('algorithm')} over {doc.get('world_size')} process(es)",
+                    "caption": "Training history from the distributed harness: validation-subsample fitness per "
+                    "generation/sync point and, for Parallel_DE, population diversity (mean pairwise parameter "
+                    f"distance){share_note}.",
+                    "alt": f"training history of {model} on fold {fold}",
+                    "png": run.read_bytes(png_rel),
+                }
+            )
+    return runs, figures
 
 
 # ----------------------------------------------------------------------------------------- predict

@@ -328,6 +328,13 @@ class DatasetStore:
     def exists(self, relpath: str) -> bool:
         return self._exists(self._path(relpath))
 
+    def list_files(self, prefix: str) -> list[str]:
+        """Relative paths of the files under ``prefix`` (recursive, sorted); empty when there is none."""
+        base = self._path(prefix)
+        infos = self._ls(base, recursive=True)
+        root = self.root + "/"
+        return sorted(i.path.removeprefix(root) for i in infos if i.type == pafs.FileType.File)
+
     def location(self, relpath: str = "") -> str:
         return self.display(self._path(relpath)) if relpath else self.uri
 

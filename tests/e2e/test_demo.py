@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -83,19 +84,24 @@ def test_demo_quick_runs_the_data_pipeline_end_to_end(tmp_path):
     assert Path(tr["report"]).is_file() and (run / "provenance.json").is_file()
     assert (run / "models" / "fold-0" / "tabnet" / "weights.safetensors").is_file()
 
-    # Re-running is idempotent: the same manifests.
+    # Parallel_DE: TabNet trained over 2 local processes (torchrun, gloo) on the same fold, scored against HAR;
+    # its report carries the convergence + diversity plot of the training.
+    pde = tr["parallel_de"]
+    assert pde["nproc"] == 2 and {r["model"] for r in pde["table"]} == {"har", "tabnet", "oracle"}
+    assert [(t["model"], t["algorithm"], t["world_size"]) for t in pde["training"]] == [("tabnet", "parallel_de", 2)]
+    assert all(np.isfinite(t["val_loss"]) and t["final_diversity"] > 0 for t in pde["training"])
+    pde_run = Path(pde["run"])
+    assert (pde_run / "harness" / "fold-0" / "tabnet" / "out" / "history.png").is_file()
+    assert 'id="training-tabnet-fold0"' in Path(pde["report"]).read_text()
+
+    # Re-running is idempotent (the same manifests), and the human-readable output says where the reports are.
     manifests = {p: p.read_text() for p in out.rglob("_manifest.json")}
-    res2 = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
+    res2 = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert res2.exit_code == 0, res2.output
     assert {p: p.read_text() for p in out.rglob("_manifest.json")} == manifests
-
-
-def test_demo_prints_where_the_report_is(tmp_path):
-    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path / "d")])
-    assert res.exit_code == 0, res.output
-    assert "data-quality report:" in res.output
-    assert "index.html" in res.output
-    assert "evaluation report:" in res.output and "report.html" in res.output
+    assert "data-quality report:" in res2.output and "index.html" in res2.output
+    assert "evaluation report:" in res2.output and "report.html" in res2.output
+    assert "Parallel_DE report" in res2.output
 
 
 def _target_rows(out: Path):

@@ -187,6 +187,8 @@ def test_json_and_bytes_artifacts(s3_env, store):
     store.write_bytes("reports/dq/2024-01-02.html", b"<html>ok</html>")
     assert store.read_bytes("reports/dq/2024-01-02.html") == b"<html>ok</html>"
     assert store.exists("reports/dq/2024-01-02.json") and not store.exists("reports/dq/none.json")
+    assert store.list_files("reports") == ["reports/dq/2024-01-02.html", "reports/dq/2024-01-02.json"]
+    assert store.list_files("reports/none") == []
     with pytest.raises(StoreError, match=r"reports/dq/none.json: not found"):
         store.read_json("reports/dq/none.json")
     # Artifacts written with the store are plain objects that any S3 client can read.

@@ -247,6 +247,34 @@ def test_rejects_a_frame_that_is_not_an_evaluation(panel):
         render_evaluation_report(ev, panel.drop(columns="y"), title="x")
 
 
+def test_extra_figures_are_embedded_and_checked(panel):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([1, 2, 3])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    ev = evaluate_forecasts(panel, benchmark="har", breakdowns=False)
+    extra = {
+        "id": "training-mlp-fold0",
+        "title": "mlp training",
+        "caption": "history",
+        "alt": "a",
+        "png": buf.getvalue(),
+    }
+    page = render_evaluation_report(ev, panel, title="t", extra_figures=[extra])
+    assert 'id="training-mlp-fold0"' in page
+    assert base64.b64encode(buf.getvalue()).decode("ascii") in page
+    with pytest.raises(ValueError, match=r"lacks \['png'\]"):
+        render_evaluation_report(ev, panel, title="t", extra_figures=[{k: v for k, v in extra.items() if k != "png"}])
+
+
 def test_write_evaluation_report_to_store(tmp_store, panel, evaluation):
     loc = write_evaluation_report(tmp_store, "runs/r1/report.html", evaluation, panel, title="stored")
     assert loc.endswith("runs/r1/report.html")
