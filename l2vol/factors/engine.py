@@ -67,18 +67,23 @@ class DayFrames:
     ``trades``: continuous-session fills with ``bucket`` and ``session`` (None when no factor reads
     trades); ``opening``: symbol, open_ns, open_px, pre_close of the first snapshot showing an opening
     price; ``volume_buckets``: the day's completed VPIN volume buckets; ``state``: the daily summary of
-    the previous store dates.
+    the previous store dates; ``symbol_type``: the date's symbol Enum (over all its symbols).
+
+    The engine builds one per block of symbols for the row-level stages (``symbols``, ``snapshots``,
+    ``returns`` and ``trades`` hold that block's) and one for the whole day for the panel and the frame
+    factors that do not read rows (``snapshots`` and ``returns`` None, ``trades`` the whole day's fills).
     """
 
     date: dt.date
     grid: BucketGrid
     symbols: pl.Series
-    snapshots: pl.DataFrame
-    returns: pl.DataFrame
+    snapshots: pl.DataFrame | None
+    returns: pl.DataFrame | None
     trades: pl.DataFrame | None
     opening: pl.DataFrame | None
     volume_buckets: pl.DataFrame | None
     state: DailyState
+    symbol_type: pl.DataType | None = None
 
 
 @dataclass(frozen=True)
@@ -208,21 +213,64 @@ def _book_normalisation(raw: pl.DataFrame, columns: Iterable[str]) -> list[pl.Ex
 
 #: Columns of the snapshot frame every stage may read (besides prepare columns and factor inputs).
 _SNAPSHOT_BASE = ["symbol", "ts", "bucket", "session", "mid", "p", "p_prev", "ts_prev", "r", SAME_SESSION, BUCKET_ID]
-#: Columns gathered into (symbol, time) order per batch, so that only one batch is copied at a time.
-_GATHER_BATCH = 8
+#: The row-level work (normalised book, returns, helper columns, grouped aggregations, Kyle's interval
+#: matching, intraday targets) runs on blocks of whole symbols of about this many valid snapshots. Every
+#: row-level value is a function of one symbol's rows, so blocks give the same numbers as one whole-day
+#: frame; but a block's columns (~2 MB each) stay in cache and are recycled by the allocator, where the
+#: whole day's (~12 MB each) were fresh memory every time (a third of the CPU time went to page faults).
+BLOCK_ROWS = 1 << 18
+#: At most this many blocks are computed at once (each in a thread; bounded by polars' thread pool size).
+BLOCK_WORKERS = 2
 
 
 def _snapshot_columns_after_prepare(plan: FactorPlan, read: Iterable[str], prepared: Iterable[str]) -> list[str]:
     """Columns of ``DayFrames.snapshots``: the engine's row columns, the prepare columns, and the ``read``
-    columns that a snapshots-stage aggregation or a frame factor reads (e.g. ``bid_px_1`` for the spread).
-    Book levels only the prepare step reads are dropped once it ran (memory)."""
+    columns that a snapshots-stage aggregation or a rows frame factor reads (e.g. ``bid_px_1`` for the
+    spread). Book levels only the prepare step reads are dropped once it ran (memory)."""
     wanted: set[str] = set()
     for f in plan.factors:
         if f.stage == "snapshots":
             wanted.update(f.fn().meta.root_names())
-        elif f.stage == "frame":
+        elif f.stage == "frame" and f.rows:
             wanted.update(f.columns("snapshots"))
     return list(dict.fromkeys([*_SNAPSHOT_BASE, *prepared, *(c for c in read if c in wanted)]))
+
+
+@dataclass
+class _Day:
+    """One date's inputs, prepared once for the symbol blocks: the raw snapshots (read columns, Enum
+    symbol, the date's row order), the valid rows in (symbol, time) order and where each symbol's run of
+    them starts, their bucket and session, and the trades branch (a future)."""
+
+    date: dt.date
+    grid: BucketGrid
+    plan: FactorPlan
+    state: DailyState
+    symbols: pl.Series
+    enum: pl.Enum
+    raw: pl.DataFrame
+    keep: list[str]
+    rows: np.ndarray  # valid raw rows in (symbol, time) order
+    valid: np.ndarray  # of every raw row
+    sorted_input: bool  # raw is in (symbol, time) order already: a block is a slice of it
+    symbol_start: np.ndarray  # index into rows of each symbol's first valid row (length symbols + 1)
+    raw_start: np.ndarray | None  # sorted input: raw row of each symbol's first row (length symbols + 1)
+    bucket: np.ndarray  # of every raw row
+    session: np.ndarray
+    normalise: list[pl.Expr]
+    opening: pl.DataFrame | None
+    trade_job: Future
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Symbol ranges [s0, s1) of about BLOCK_ROWS valid rows each (whole symbols)."""
+        n = len(self.symbols)
+        if n == 0:
+            return [(0, 0)]
+        total = int(self.symbol_start[-1])
+        k = max(1, -(-total // BLOCK_ROWS))
+        cuts = np.searchsorted(self.symbol_start, np.arange(1, k) * (total / k), side="left")
+        bounds = np.unique(np.r_[0, cuts, n])
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def day_frames(
@@ -233,18 +281,23 @@ def day_frames(
     state: DailyState,
     plan: FactorPlan,
 ) -> DayFrames:
-    """Turn one date's raw partitions into the frames factor functions read.
+    """Turn one date's raw partitions into the frames factor functions read, for all symbols at once.
 
     Symbols become a polars Enum over the day's sorted symbols (fast grouping and joins); frames are
-    sorted by symbol and time.
+    sorted by symbol and time. (The engine itself works on blocks of symbols, see :func:`compute_day`.)
     """
-    return _day_frames(date, [snapshots, trades], grid, state, plan)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-trades") as pool:
+        day = _prepare_day(date, [snapshots, trades], grid, state, plan, pool)
+        return _block_frames(day, 0, len(day.symbols))
 
 
-def _day_frames(date: dt.date, tables: list, grid: BucketGrid, state: DailyState, plan: FactorPlan) -> DayFrames:
-    """:func:`day_frames` taking ``[snapshots, trades]`` in a list that it empties, so that each arrow table
-    is freed as soon as polars holds its data (the caller keeps no reference); ``trades`` may also be a
-    future of the table (read in another thread)."""
+def _prepare_day(
+    date: dt.date, tables: list, grid: BucketGrid, state: DailyState, plan: FactorPlan, pool: ThreadPoolExecutor
+) -> _Day:
+    """The date's :class:`_Day` from ``[snapshots, trades]`` in a list that it empties (so that each arrow
+    table is freed as soon as polars holds its data); ``trades`` may also be a future of the table. The
+    trades branch (read, when a future, then bucketing, sorting, VPIN volume buckets) needs only the
+    symbols: it runs in ``pool`` beside the snapshot work (polars, numpy and arrow release the GIL)."""
     raw = pl.from_arrow(tables[0])
     tables[0] = None
     assert isinstance(raw, pl.DataFrame)
@@ -252,28 +305,8 @@ def _day_frames(date: dt.date, tables: list, grid: BucketGrid, state: DailyState
     enum = pl.Enum(symbols)
     raw = raw.with_columns(pl.col("symbol").cast(enum))
     day_state = state.encoded(enum)
-    # The trades branch (read, when a future, then bucketing, sorting, VPIN volume buckets) needs only the
-    # symbols: it runs in a second thread beside the snapshot work (polars, numpy and arrow release the GIL).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-trades") as pool:
-        trade_job = pool.submit(_trade_frames, tables[1], enum, grid, plan, day_state)
-        tables[1] = None
-        held = [raw]  # handed over: the snapshot side frees column batches as it copies them
-        del raw
-        return _snapshot_frames(date, held, symbols, trade_job, grid, plan, day_state)
-
-
-def _snapshot_frames(
-    date: dt.date,
-    held: list[pl.DataFrame],
-    symbols: pl.Series,
-    trade_job: Future,
-    grid: BucketGrid,
-    plan: FactorPlan,
-    day_state: DailyState,
-) -> DayFrames:
-    """The snapshot side of :func:`_day_frames` (``held``: [the day's snapshots with an Enum symbol],
-    emptied here)."""
-    raw = held.pop()
+    trade_job = pool.submit(_trade_frames, tables[1], enum, grid, plan, day_state)
+    tables[1] = None
     bucket = grid.feature_bucket(raw["ts"].cast(pl.Int64).to_numpy())
     session = grid.session[bucket.clip(0)]
     opening = None
@@ -290,29 +323,48 @@ def _snapshot_frames(
     keep = [c for c in plan.snapshot_columns if c not in ("phase", "open_px", "pre_close")]
     order = _sort_order(raw)
     raw = raw.select(keep)
-    # Valid rows in (symbol, time) order, one contiguous chunk per column (later expressions then never
-    # re-align chunks): a filter for sorted input, one gather for e.g. a time-major file (gathering from one
-    # chunk is ~2x faster, hence the rechunk). Batches of columns, each dropped from ``raw`` once copied:
-    # the day is held about once, not twice.
-    if order is None:
-        rows = np.flatnonzero(valid)
-        mask = pl.Series(valid)
+    code = raw["symbol"].to_physical().cast(pl.Int64).to_numpy()
+    rows = np.flatnonzero(valid) if order is None else order[valid[order]]
+    symbol_start = np.searchsorted(code[rows], np.arange(len(symbols) + 1), side="left")
+    raw_start = np.searchsorted(code, np.arange(len(symbols) + 1), side="left") if order is None else None
+    return _Day(
+        date=date,
+        grid=grid,
+        plan=plan,
+        state=day_state,
+        symbols=symbols,
+        enum=enum,
+        raw=raw,
+        keep=keep,
+        rows=rows,
+        valid=valid,
+        sorted_input=order is None,
+        symbol_start=symbol_start,
+        raw_start=raw_start,
+        bucket=bucket,
+        session=session,
+        # which book columns need more than filling null quantities: decided once for the day
+        normalise=_book_normalisation(raw, keep),
+        opening=opening,
+        trade_job=trade_job,
+    )
+
+
+def _block_frames(day: _Day, s0: int, s1: int) -> DayFrames:
+    """The :class:`DayFrames` of the day's symbols with Enum codes in [s0, s1)."""
+    rows = day.rows[day.symbol_start[s0] : day.symbol_start[s1]]
+    # Valid rows of the block in (symbol, time) order, one contiguous chunk per column (later expressions
+    # then never re-align chunks): a slice and a filter for sorted input, one gather otherwise.
+    if day.sorted_input:
+        assert day.raw_start is not None
+        r0, r1 = int(day.raw_start[s0]), int(day.raw_start[s1])
+        snaps = day.raw.slice(r0, r1 - r0).filter(pl.Series(day.valid[r0:r1])).rechunk()
     else:
-        rows = order[valid[order]]
-    parts = []
-    for i in range(0, len(keep), _GATHER_BATCH):
-        batch = keep[i : i + _GATHER_BATCH]
-        part = raw.select(batch)
-        parts.append(part.filter(mask).rechunk() if order is None else part.rechunk()[rows])
-        raw = raw.drop(batch)
-        del part
-    del raw
-    snaps = pl.concat(parts, how="horizontal")
-    del parts
-    bucket, session = bucket[rows], session[rows]
+        snaps = day.raw[rows]
+    bucket, session = day.bucket[rows], day.session[rows]
     code = pl.col("symbol").to_physical().cast(pl.Int64)
     same = (code == code.shift(1)) & (pl.col("session") == pl.col("session").shift(1))
-    prepared = _prepare_columns(plan, "snapshots")
+    prepared = _prepare_columns(day.plan, "snapshots")
     # One lazy query (common subexpressions computed once): normalised book, mid price, returns and the
     # factors' row-level helper columns; then only the columns later stages read.
     snaps = (
@@ -320,7 +372,7 @@ def _snapshot_frames(
         .with_columns(
             pl.Series("bucket", bucket, dtype=pl.Int16),
             pl.Series("session", session, dtype=pl.Int8),
-            *_book_normalisation(snaps, keep),
+            *day.normalise,
         )
         .with_columns(
             same.fill_null(False).alias(SAME_SESSION),
@@ -330,19 +382,24 @@ def _snapshot_frames(
         .with_columns(p=pl.col("mid").log())
         .with_columns(p_prev=previous(pl.col("p")), ts_prev=previous(pl.col("ts")))
         .with_columns(r=pl.col("p") - pl.col("p_prev"), **prepared)
-        .select(_snapshot_columns_after_prepare(plan, keep, prepared))
+        .select(_snapshot_columns_after_prepare(day.plan, day.keep, prepared))
         .collect(engine="in-memory")  # whole-column kernels; the streaming engine leaves many small chunks
     )
     returns = (
         snaps.lazy()
         .select("symbol", "bucket", "session", "ts", "ts_prev", "p", "p_prev", "r", BUCKET_ID)
         .filter(pl.col("r").is_not_null())
-        .with_columns(**_prepare_columns(plan, "returns"))
+        .with_columns(**_prepare_columns(day.plan, "returns"))
         .collect(engine="in-memory")
     )
-
-    fills, vbuckets = trade_job.result()
-    return DayFrames(date, grid, symbols, snaps, returns, fills, opening, vbuckets, day_state)
+    fills, vbuckets = day.trade_job.result()
+    if fills is not None and (s0, s1) != (0, len(day.symbols)):
+        fcode = fills["symbol"].to_physical().cast(pl.Int64).to_numpy()
+        f0, f1 = np.searchsorted(fcode, [s0, s1], side="left")
+        fills = fills.slice(int(f0), int(f1 - f0))
+    return DayFrames(
+        day.date, day.grid, day.symbols[s0:s1], snaps, returns, fills, day.opening, vbuckets, day.state, day.enum
+    )
 
 
 def _trade_frames(
@@ -391,11 +448,16 @@ def _keys(day: DayFrames) -> pl.DataFrame:
             "ts": pl.Series(day.grid.end_ns, dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
         }
     )
-    return pl.DataFrame({"symbol": day.symbols.cast(pl.Enum(day.symbols))}).join(grid, how="cross")
+    enum = day.symbol_type if day.symbol_type is not None else pl.Enum(day.symbols)
+    return pl.DataFrame({"symbol": day.symbols.cast(enum)}).join(grid, how="cross")
 
 
-def compute_panel(day: DayFrames, plan: FactorPlan) -> pl.DataFrame:
-    """All factors of ``plan`` for every symbol and bucket of the day: symbol, ts, bucket, <factors>."""
+_ROW_STAGES = ("returns", "snapshots", "trades")
+
+
+def _row_panel(day: DayFrames, plan: FactorPlan) -> pl.DataFrame:
+    """The aggregation-stage factors and the rows frame factors for the symbols of ``day``: symbol, ts,
+    bucket, <factors> (sorted by symbol and bucket)."""
     panel = _keys(day)
     frames = {"returns": day.returns, "snapshots": day.snapshots, "trades": day.trades}
     for stage, frame in frames.items():
@@ -418,14 +480,68 @@ def compute_panel(day: DayFrames, plan: FactorPlan) -> pl.DataFrame:
     if fills:
         panel = panel.with_columns(fills)
     for f in plan.factors:
+        if f.stage == "frame" and f.rows:
+            late = [d for d in f.depends if REGISTRY[d].stage not in _ROW_STAGES]
+            if late:
+                raise ValueError(f"factor {f.name!r} reads rows, so it may depend only on aggregations, not {late}")
+            out = f.fn(day, panel)
+            panel = panel.join(out.select("symbol", "bucket", f.name), on=["symbol", "bucket"], how="left")
+    return panel
+
+
+def _finish_panel(day: DayFrames, panel: pl.DataFrame, plan: FactorPlan) -> pl.DataFrame:
+    """Add the panel factors and the whole-day frame factors to the day's row panel (all symbols), in
+    dependency order, and cast every factor to its type."""
+    for f in plan.factors:
         if f.stage == "panel":
             panel = panel.with_columns(f.fn().alias(f.name))
-        elif f.stage == "frame":
+        elif f.stage == "frame" and not f.rows:
             out = f.fn(day, panel)
             panel = panel.join(out.select("symbol", "bucket", f.name), on=["symbol", "bucket"], how="left")
     return panel.with_columns(
         [pl.col(f.name).cast(pl.Float64 if f.dtype == "float64" else pl.Int64) for f in plan.factors]
     )
+
+
+def compute_panel(day: DayFrames, plan: FactorPlan) -> pl.DataFrame:
+    """All factors of ``plan`` for every symbol and bucket of ``day``: symbol, ts, bucket, <factors>."""
+    return _finish_panel(day, _row_panel(day, plan), plan)
+
+
+def compute_day(
+    date: dt.date, tables: list, grid: BucketGrid, state: DailyState, plan: FactorPlan, *, targets: bool = True
+) -> tuple[DayFrames, pl.DataFrame, pl.DataFrame | None]:
+    """Every factor of ``plan`` for the date: ``(day, panel, intraday targets)``.
+
+    ``tables`` is ``[snapshots, trades]`` (emptied, see :func:`_prepare_day`). The row-level work runs per
+    block of whole symbols (:data:`BLOCK_ROWS`); the panel factors and the frame factors that do not read
+    rows then run once on the whole day's panel. ``day`` holds the whole day's fills, opening prices,
+    volume buckets and state but no snapshot or return rows. Intraday targets (None unless ``targets``)
+    come from the same blocks' returns.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-trades") as pool:
+        prep = _prepare_day(date, tables, grid, state, plan, pool)
+
+        def block_panel(bounds: tuple[int, int], prep: _Day = prep) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+            block = _block_frames(prep, *bounds)
+            part = _row_panel(block, plan)
+            return part, intraday_targets(block.returns, grid, part.select(_KEY_COLUMNS)) if targets else None
+
+        # Blocks are independent: BLOCK_WORKERS of them run at once (much of a block's work is single-threaded
+        # numpy or small polars kernels); results are put together in block order, so the output does not
+        # depend on the number of workers.
+        blocks = prep.blocks()
+        workers = max(1, min(len(blocks), BLOCK_WORKERS, pl.thread_pool_size()))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="l2vol-block") as block_pool:
+            parts = list(block_pool.map(block_panel, blocks))
+        panels = [p for p, _ in parts]
+        intraday = [t for _, t in parts if t is not None]
+        del parts
+        fills, vbuckets = prep.trade_job.result()
+    day = DayFrames(date, grid, prep.symbols, None, None, fills, prep.opening, vbuckets, prep.state, prep.enum)
+    del prep
+    panel = _finish_panel(day, pl.concat(panels), plan)
+    return day, panel, pl.concat(intraday) if targets else None
 
 
 def next_state(day: DayFrames, panel: pl.DataFrame, state: DailyState) -> DailyState:
@@ -576,8 +692,8 @@ def _load_state(
     state = DailyState()
     for d in before:
         tables = list(_read_day(src, d, replay, trade_dates))
-        day = _day_frames(d, tables, BucketGrid.for_date(d, spec, profile), state, replay)
-        state = next_state(day, compute_panel(day, replay), state)
+        day, panel, _ = compute_day(d, tables, BucketGrid.for_date(d, spec, profile), state, replay, targets=False)
+        state = next_state(day, panel, state)
     return state, len(before)
 
 
@@ -667,23 +783,18 @@ def _build(
         grid = BucketGrid.for_date(d, spec, profile)
         counts: dict[str, int] = {}
         # trades are read in a second thread while this one reads the snapshots; the tables are handed over
-        # to _day_frames (no reference kept here), which frees them once polars holds the data
+        # to compute_day (no reference kept here), which frees them once polars holds the data
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-read") as reader:
             tables = [None, reader.submit(_read_trades, src, d, plan, trade_dates, counts)]
             tables[0] = _read_snapshots(src, d, plan)
             summary["snapshot_rows"] += tables[0].num_rows
-            day = _day_frames(d, tables, grid, state, plan)
+            day, panel, intraday = compute_day(d, tables, grid, state, plan)
         summary["trade_rows"] += counts["trades"]
-        panel = compute_panel(day, plan)
         flush(day_rv(panel))
         out = panel.select(pl.col("symbol").cast(pl.String), "ts", "bucket", *plan.output)
         dst.write_partition(FACTORS_TABLE, d, out.to_arrow().cast(fschema), schema=fschema, metadata=meta)
-        pending = (
-            d,
-            intraday_targets(day.returns, grid, panel.select(_KEY_COLUMNS)).with_columns(
-                pl.col("symbol").cast(pl.String)
-            ),
-        )
+        assert intraday is not None
+        pending = (d, intraday.with_columns(pl.col("symbol").cast(pl.String)))
         state = next_state(day, panel, state)
         dst.write_partition(STATE_TABLE, d, state.partition(), schema=STATE_SCHEMA, metadata=meta)
         summary["dates"] += 1
@@ -695,8 +806,8 @@ def _build(
     if after:
         mid_plan = FactorPlan.make(["rv"])
         tables = list(_read_day(src, after[0], mid_plan, set()))
-        nday = _day_frames(after[0], tables, BucketGrid.for_date(after[0], spec, profile), state, mid_plan)
-        next_rv = day_rv(compute_panel(nday, mid_plan))
+        grid = BucketGrid.for_date(after[0], spec, profile)
+        next_rv = day_rv(compute_day(after[0], tables, grid, state, mid_plan, targets=False)[1])
     flush(next_rv)
 
     summary.update(

@@ -179,8 +179,14 @@ def realized_kurtosis() -> pl.Expr:
 
 def _tsrv_columns() -> dict[str, pl.Expr]:
     k = TSRV_LAG
-    # P_i - P_{i-K}: the sum of the last K returns, when all K lie in the bucket
-    return {"_tsrv": pl.when(in_bucket(pl.col("r"), k - 1).is_not_null()).then(pl.col("r").rolling_sum(k).pow(2))}
+    # P_i - P_{i-K}: the sum of the last K returns (oldest first), when all K lie in the bucket. Added
+    # explicitly rather than with rolling_sum, which keeps a running total over the whole frame (its rounding
+    # can carry over from earlier rows, i.e. other symbols); this sum depends on these K returns only.
+    r = pl.col("r")
+    window = r.shift(k - 1)
+    for j in range(k - 2, -1, -1):
+        window = window + r.shift(j)
+    return {"_tsrv": pl.when(in_bucket(r, k - 1).is_not_null()).then(window.pow(2))}
 
 
 @factor(

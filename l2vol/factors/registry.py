@@ -18,10 +18,16 @@ A factor is a pure function (no I/O, no state, no clock) that the engine evaluat
 ``frame``
     ``fn(day, panel) -> pl.DataFrame`` with columns ``symbol, bucket, <name>``: for factors that need a
     join or the carried daily summary (VPIN, Kyle's lambda, HAR lags, seasonal RV). ``day`` is an
-    :class:`l2vol.factors.engine.DayFrames`.
+    :class:`l2vol.factors.engine.DayFrames`. A frame factor declared with ``rows=True`` reads the row
+    frames (``day.snapshots``, ``day.returns``, ``day.trades``) and must be a function of each symbol's
+    own records: the engine calls it once per block of symbols, with those symbols' rows and panel (the
+    aggregation-stage columns only). Other frame factors run once on the whole day's panel (they may be
+    cross-sectional, e.g. market RV) and see no snapshot or return rows (``day.snapshots`` and
+    ``day.returns`` are None).
 
-``prepare`` (returns and snapshots stages) returns row-level helper columns, computed on the whole
-frame (sorted by symbol and time) before grouping so that the aggregation stays a plain sum or mean:
+``prepare`` (returns and snapshots stages) returns row-level helper columns, computed on the frame (a
+block of whole symbols, sorted by symbol and time) before grouping so that the aggregation stays a plain
+sum or mean; a helper value must depend only on its own symbol's rows (shifts, not running totals):
 :func:`previous` is the previous valid snapshot of the same symbol and session, which may lie in the
 previous bucket (e.g. order-flow imbalance); :func:`in_bucket` shifts within the bucket (e.g. the
 neighbouring returns of bipower variation). Helper columns start with ``_``; two factors may share one
@@ -128,6 +134,7 @@ class Factor:
     prepare: Callable[[], dict[str, pl.Expr]] | None = field(default=None, repr=False, compare=False)
     dtype: str = "float64"
     empty: float | None = None
+    rows: bool = False
 
     @property
     def tables(self) -> set[str]:
@@ -150,6 +157,7 @@ class Factor:
             "depends": list(self.depends),
             "dtype": self.dtype,
             "empty": self.empty,
+            "rows": self.rows,
         }
 
 
@@ -171,6 +179,8 @@ class FactorRegistry:
             raise ValueError(f"factor {f.name!r}: unknown stage {f.stage!r}; known: {', '.join(STAGES)}")
         if f.dtype not in DTYPES:
             raise ValueError(f"factor {f.name!r}: unsupported dtype {f.dtype!r}")
+        if f.rows and f.stage != "frame":
+            raise ValueError(f"factor {f.name!r}: rows=True is for frame factors (the others never see the rows)")
         if f.prepare is not None and f.stage not in ("returns", "snapshots"):
             raise ValueError(f"factor {f.name!r}: prepare columns exist only for the returns and snapshots stages")
         if not f.description.strip() or not f.unit.strip():
@@ -194,6 +204,7 @@ class FactorRegistry:
         prepare: Callable[[], dict[str, pl.Expr]] | None = None,
         dtype: str = "float64",
         empty: float | None = None,
+        rows: bool = False,
     ) -> Callable[[Callable], Callable]:
         """Decorator: register the decorated function; its docstring is the factor's description."""
 
@@ -212,6 +223,7 @@ class FactorRegistry:
                     prepare=prepare,
                     dtype=dtype,
                     empty=empty,
+                    rows=rows,
                 )
             )
             return fn

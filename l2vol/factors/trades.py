@@ -97,6 +97,7 @@ def amihud_illiquidity() -> pl.Expr:
     stage="frame",
     unit="log-return per CNY million",
     inputs=(*MID_INPUTS, *SIDE_INPUTS),
+    rows=True,
 )
 def kyle_lambda(day: DayFrames, panel: pl.DataFrame) -> pl.DataFrame:
     """Kyle's lambda: OLS slope (with intercept) of the mid log return r_i on the signed traded amount
