@@ -50,44 +50,12 @@ out = Console()
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 
 
-class _RichProgress:
-    """Adapter from :class:`l2vol.progress.Progress` to a rich progress bar on stderr."""
-
-    def __init__(self, progress):
-        self._p = progress
-        self._tasks: dict[str, int] = {}
-
-    def task(self, name: str, total: int | None) -> None:
-        if name in self._tasks:
-            self._p.reset(self._tasks[name], total=total)
-        else:
-            self._tasks[name] = self._p.add_task(name, total=total)
-
-    def advance(self, name: str, n: int = 1, note: str = "") -> None:
-        if name not in self._tasks:
-            self.task(name, None)
-        desc = f"{name} [dim]{note}[/dim]" if note else name
-        self._p.update(self._tasks[name], advance=n, description=desc)
-
-
 @contextmanager
 def _progress(enabled: bool = True):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from l2vol.progress import rich_progress
 
-    if not enabled:
-        from l2vol.progress import NullProgress
-
-        yield NullProgress()
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as p:
-        yield _RichProgress(p)
+    with rich_progress(console, enabled=enabled) as p:
+        yield p
 
 
 def _fail(message: str, code: int = 2) -> None:

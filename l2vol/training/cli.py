@@ -30,32 +30,12 @@ ConfigOpt = Annotated[Path, typer.Option("--config", help="YAML config file.", e
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-class _RichProgress:
-    """:class:`l2vol.progress.Progress` on a rich progress bar (stderr)."""
-
-    def __init__(self, progress):
-        self._p = progress
-        self._tasks: dict[str, int] = {}
-
-    def task(self, name: str, total: int | None) -> None:
-        if name in self._tasks:
-            self._p.reset(self._tasks[name], total=total)
-        else:
-            self._tasks[name] = self._p.add_task(name, total=total)
-
-    def advance(self, name: str, n: int = 1, note: str = "") -> None:
-        if name not in self._tasks:
-            self.task(name, None)
-        self._p.update(self._tasks[name], advance=n, description=f"{name} [dim]{note}[/dim]" if note else name)
-
-
 @contextmanager
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from l2vol.progress import rich_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=_console, transient=False) as p:
-        yield _RichProgress(p)
+    with rich_progress(_console) as p:
+        yield p
 
 
 @contextmanager
