@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import yaml
 from support import free_port
+from training_data import training_panel
 
 from l2vol.training import k8s
 from l2vol.training.launch import LaunchError, launch, thread_env
@@ -40,27 +41,8 @@ JOB = "rv-mlp"
 TIMING = re.compile(r"(_s|_seconds|elapsed.*)$")
 
 
-def panel(seed: int, *, n_sym: int = 4, n_ts: int = 120) -> pd.DataFrame:
-    """Bucket rows with realistic columns: keys, three order-book factors and the next bucket's realized variance."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-02 01:30", periods=n_ts, freq="5min", tz="UTC")
-    frames = []
-    for s in range(n_sym):
-        f = rng.normal(size=(n_ts, 3))
-        rv = np.exp(-8 + 0.8 * f[:, 0] - 0.4 * f[:, 1] + 0.3 * rng.normal(size=n_ts))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": f"60000{s}.SH",
-                    "ts": ts,
-                    "rv_bucket": np.exp(-8 + 0.5 * f[:, 0]),
-                    "depth_imbalance": f[:, 1],
-                    "rel_spread": np.abs(f[:, 2]) * 1e-3,
-                    "rv_next_bucket": rv,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+def panel(seed: int) -> pd.DataFrame:
+    return training_panel(seed)
 
 
 @pytest.fixture(scope="module")

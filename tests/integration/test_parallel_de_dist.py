@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from training_data import rank_env
 
 WORLD = 2
 TIMEOUT_S = 20.0
@@ -179,15 +180,7 @@ def _launch(
     port = free_port()
     procs = []
     for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
+        env = rank_env(os.environ, rank, WORLD, port)
         env.pop("L2VOL_FAULT_RANK", None)
         env.pop("L2VOL_FAULT_GENERATION", None)
         env.pop("L2VOL_FAULT_MODE", None)

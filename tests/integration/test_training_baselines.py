@@ -15,28 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from training_data import rank_env, training_panel
 
 WORLD = 2
 TIMEOUT_S = 60.0
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_panel(seed: int, n_sym: int = 4, n_ts: int = 120):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-02 01:30", periods=n_ts, freq="5min", tz="UTC")
-    frames = []
-    for s in range(n_sym):
-        f = rng.normal(size=(n_ts, 3))
-        rv = np.exp(-8 + 0.8 * f[:, 0] - 0.4 * f[:, 1] + 0.3 * rng.normal(size=n_ts))
-        frames.append(
-            pd.DataFrame({"symbol": f"S{s}", "ts": ts, "a": f[:, 0], "b": f[:, 1], "c": f[:, 2], "rv_next_bucket": rv})
-        )
-    df = pd.concat(frames, ignore_index=True)
-    df.loc[::31, "rv_next_bucket"] = 0.0
-    return df
+def make_panel(seed: int):
+    return training_panel(seed)
 
 
 def _worker(config_path: str, algorithm: str, result_dir: str) -> int:
@@ -72,16 +59,7 @@ def _launch(args: list[str], tmp: Path, name: str) -> None:
     port = free_port()
     procs, logs = [], []
     for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO),
-        }
+        env = rank_env(os.environ, rank, WORLD, port, PYTHONPATH=str(REPO))
         log = tmp / f"{name}.rank{rank}.log"
         logs.append(log)
         with log.open("wb") as fh:

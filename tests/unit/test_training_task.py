@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from training_data import training_panel
 
 torch = pytest.importorskip("torch")
 
@@ -23,34 +24,9 @@ PARAMS = {
 }
 
 
-def make_panel(seed: int, *, n_sym: int = 6, n_ts: int = 150) -> pd.DataFrame:
-    """A panel keyed by (symbol, ts) whose log RV depends on two of three features, with zero-RV rows (halts) and
-    extra target columns that must never become features."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-02 01:30", periods=n_ts, freq="5min", tz="UTC")
-    frames = []
-    for s in range(n_sym):
-        f = rng.normal(size=(n_ts, 3))
-        rv = np.exp(-8 + 0.8 * f[:, 0] - 0.4 * f[:, 1] + 0.3 * rng.normal(size=n_ts))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": f"S{s}",
-                    "industry": f"I{s % 2}",
-                    "ts": ts,
-                    "a": f[:, 0],
-                    "b": f[:, 1],
-                    "c": f[:, 2],
-                    "rv_next_bucket": rv,
-                    "rv_next_day": rv * 40,  # another horizon's target: look-ahead if used as a feature
-                }
-            )
-        )
-    df = pd.concat(frames, ignore_index=True)
-    df.loc[::29, "rv_next_bucket"] = 0.0
-    df.loc[5, "rv_next_bucket"] = np.nan
-    df["zero_next_bucket"] = df["rv_next_bucket"] == 0
-    return df
+def make_panel(seed: int) -> pd.DataFrame:
+    """Six symbols × 150 buckets with zero-RV rows, a missing target and another horizon's target."""
+    return training_panel(seed, n_sym=6, n_ts=150, zero_every=29, extras=True)
 
 
 @pytest.fixture(autouse=True)
