@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from training_data import rank_env, training_panel
 
 WORLD = 2
 TIMEOUT_S = 60.0
@@ -23,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_panel(seed: int):
+    from training_data import training_panel
+
     return training_panel(seed)
 
 
@@ -55,6 +56,7 @@ def _worker(config_path: str, algorithm: str, result_dir: str) -> int:
 def _launch(args: list[str], tmp: Path, name: str) -> None:
     """Start WORLD ranks of ``python ARGS`` with the torchrun environment; fail with a rank's log on error."""
     from support import free_port, stop_process
+    from training_data import rank_env  # here, not at the top: the ranks run this file as a script
 
     port = free_port()
     procs, logs = [], []
