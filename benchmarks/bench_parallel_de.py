@@ -11,7 +11,12 @@ Runs: each model (TabNet, MLP) × algorithm (single, ddp, local_sgd, parallel_de
 1 only), each for the same wall-clock budget (``budget.wall_clock_s``; every algorithm stops at its first
 sync/history point after it), launched through :func:`l2vol.training.launch.launch` (torchrun for 2 processes) with
 torch threads pinned to cores ÷ processes (``OMP_NUM_THREADS``, read by the harness). Printed per run: test QLIKE,
-test RMSPE, final diversity, wall seconds and the share of wall time spent in DE + communication.
+test RMSPE, test and validation loss, final diversity, wall seconds, the shares of wall time spent in DE +
+communication (``tgtfit``: the part spent scoring the targets, which the baselines spend on their validation
+points too) and in checkpoints, and the optimizer steps per worker (Parallel_DE: per individual). ``k``
+(``--local-steps``) is Parallel_DE's generation length, local SGD's averaging period and single/DDP's history period.
+With ``--seeds 0,1,...`` every run is repeated per seed and the verdicts compare means over the seeds (single-seed
+differences in test QLIKE are of the order of the seed-to-seed spread).
 
 Targets (full run): Parallel_DE's test loss <= DDP's and <= local SGD's at equal wall time (same process count);
 DE + communication < 10% of wall time. ``--quick``: MLP only, 2 processes, Parallel_DE vs DDP, a small market.
@@ -37,6 +42,8 @@ MODEL_PARAMS = {
 }
 OPTIM = {"mlp": {"lr": 2e-3, "batch_size": 256}, "tabnet": {"lr": 1e-2, "batch_size": 256}}
 DE_SHARE_TARGET = 0.10
+VAL_SUBSAMPLE = 2048
+LOCAL_STEPS = 25  # default k of Parallel_DE, local SGD's averaging period and single/DDP's history period
 
 
 def _cores() -> int:
@@ -114,13 +121,24 @@ def split_panel(panel: Path, out: Path, *, target: str, quick: bool) -> dict:
 
 
 def run_one(
-    data: Path, work: Path, *, model: str, algorithm: str, nproc: int, wall_s: float, target: str, threads: int | None
+    data: Path,
+    work: Path,
+    *,
+    model: str,
+    algorithm: str,
+    nproc: int,
+    wall_s: float,
+    target: str,
+    threads: int | None,
+    seed: int = 0,
+    local_steps: int = LOCAL_STEPS,
+    val_subsample: int = VAL_SUBSAMPLE,
 ) -> dict:
     import yaml
 
     from l2vol.training.launch import launch
 
-    name = f"{model}-{algorithm}-{nproc}"
+    name = f"{model}-{algorithm}-{nproc}-s{seed}"
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     ipr = 4 if nproc == 1 else 2  # population 4 either way
@@ -133,14 +151,16 @@ def run_one(
             "val": str(data / "val.parquet"),
             "test": str(data / "test.parquet"),
             "target": target,
-            "val_subsample": 2048,
+            "val_subsample": val_subsample,
         },
         "optim": OPTIM[model],
-        "budget": {"steps": 10**7, "wall_clock_s": wall_s},
-        "parallel_de": {"individuals_per_rank": ipr, "local_steps": 25},
-        "local_sgd": {"sync_every": 25},
+        # History points of single/ddp every k steps (the harness default): each baseline picks its best point on
+        # validation among as many candidates per step as Parallel_DE has generations.
+        "budget": {"steps": 10**7, "wall_clock_s": wall_s, "eval_every": local_steps},
+        "parallel_de": {"individuals_per_rank": ipr, "local_steps": local_steps},
+        "local_sgd": {"sync_every": local_steps},
         "device": "cpu",
-        "seed": 0,
+        "seed": seed,
         "resume": False,
         "timeout_s": 120,
         "out": str(out),
@@ -168,6 +188,7 @@ def run_one(
         "model": model,
         "algorithm": algorithm,
         "nproc": nproc,
+        "seed": seed,
         "test_qlike": metrics["test"]["qlike"],
         "test_rmspe": metrics["test"]["rmspe"],
         "test_loss": metrics["test"]["loss"],
@@ -175,9 +196,16 @@ def run_one(
         "final_diversity": metrics.get("final_diversity") or 0.0,
         "wall_s": t["wall_s"],
         "de_comm_share": t["de_comm_share"],
+        "checkpoint_share": t.get("checkpoint_s", 0.0) / t["wall_s"] if t["wall_s"] > 0 else 0.0,
+        # Parallel_DE's fitness of its targets (part of DE+comm): what the baselines spend on validation points
+        "target_fitness_share": t.get("target_fitness_s", 0.0) / t["wall_s"] if t["wall_s"] > 0 else 0.0,
         "steps_per_worker": steps,
         "launch_s": elapsed,
     }
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return sum(float(r[key]) for r in rows) / len(rows)
 
 
 def main() -> None:
@@ -192,7 +220,25 @@ def main() -> None:
         "oversubscribed intra-op threads slow every step many times over)",
     )
     p.add_argument("--models", default=None, help="comma-separated models (default: mlp quick; tabnet,mlp full)")
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds (initialization, batches, DE); the verdicts compare the mean test QLIKE over them",
+    )
+    p.add_argument(
+        "--local-steps",
+        type=int,
+        default=LOCAL_STEPS,
+        help="k: Parallel_DE's local steps per generation = local SGD's averaging period = single/DDP's history period",
+    )
+    p.add_argument(
+        "--val-subsample",
+        type=int,
+        default=VAL_SUBSAMPLE,
+        help="data.val_subsample: validation rows of Parallel_DE's fitness and of the baselines' validation points",
+    )
     args = p.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     quick = args.quick
     wall = args.wall or (6.0 if quick else 60.0)
     cache = Path(args.cache)
@@ -211,28 +257,50 @@ def main() -> None:
         runs += [(m, a, n) for m in models for n in (1, 2) for a in ("ddp", "local_sgd", "parallel_de")]
     results = []
     print(
-        f"{'model':<7} {'algorithm':<12} {'nproc':>5} {'test QLIKE':>10} {'test RMSPE':>10} {'diversity':>10} "
-        f"{'wall s':>7} {'DE+comm':>8} {'steps':>6}"
+        f"{'model':<7} {'algorithm':<12} {'nproc':>5} {'seed':>4} {'test QLIKE':>10} {'test RMSPE':>10} "
+        f"{'test loss':>9} {'val loss':>8} {'diversity':>10} {'wall s':>7} {'DE+comm':>8} {'tgtfit':>6} {'ckpt':>6} "
+        f"{'steps':>6}"
     )
-    for model, algorithm, nproc in runs:
-        r = run_one(
-            work / "data",
-            work,
-            model=model,
-            algorithm=algorithm,
-            nproc=nproc,
-            wall_s=wall,
-            target=args.target,
-            threads=args.threads,
-        )
-        results.append(r)
-        print(
-            f"{model:<7} {algorithm:<12} {nproc:>5} {r['test_qlike']:>10.4f} {r['test_rmspe']:>10.4f} "
-            f"{r['final_diversity']:>10.4g} {r['wall_s']:>7.1f} {100 * r['de_comm_share']:>7.1f}% {r['steps_per_worker']:>6}",
-            flush=True,
-        )
+    for seed in seeds:
+        for model, algorithm, nproc in runs:
+            r = run_one(
+                work / "data",
+                work,
+                model=model,
+                algorithm=algorithm,
+                nproc=nproc,
+                wall_s=wall,
+                target=args.target,
+                threads=args.threads,
+                seed=seed,
+                local_steps=args.local_steps,
+                val_subsample=args.val_subsample,
+            )
+            results.append(r)
+            print(
+                f"{model:<7} {algorithm:<12} {nproc:>5} {seed:>4} {r['test_qlike']:>10.4f} {r['test_rmspe']:>10.4f} "
+                f"{r['test_loss']:>9.4f} {r['val_loss']:>8.4f} {r['final_diversity']:>10.4g} {r['wall_s']:>7.1f} "
+                f"{100 * r['de_comm_share']:>7.1f}% {100 * r['target_fitness_share']:>5.1f}% "
+                f"{100 * r['checkpoint_share']:>5.1f}% {r['steps_per_worker']:>6}",
+                flush=True,
+            )
+    if len(seeds) > 1:
+        print(f"mean over seeds {seeds}:")
+        for model, algorithm, nproc in runs:
+            rs = [r for r in results if (r["model"], r["algorithm"], r["nproc"]) == (model, algorithm, nproc)]
+            print(
+                f"{model:<7} {algorithm:<12} {nproc:>5} {'mean':>4} {_mean(rs, 'test_qlike'):>10.4f} "
+                f"{_mean(rs, 'test_rmspe'):>10.4f} {_mean(rs, 'test_loss'):>9.4f} {_mean(rs, 'val_loss'):>8.4f} "
+                f"{_mean(rs, 'final_diversity'):>10.4g} {_mean(rs, 'wall_s'):>7.1f} "
+                f"{100 * _mean(rs, 'de_comm_share'):>7.1f}% {100 * _mean(rs, 'target_fitness_share'):>5.1f}% "
+                f"{100 * _mean(rs, 'checkpoint_share'):>5.1f}% "
+                f"{_mean(rs, 'steps_per_worker'):>6.0f}"
+            )
     figures: dict = {
         "wall_budget_s": wall,
+        "seeds": ",".join(map(str, seeds)),
+        "local_steps": args.local_steps,
+        "val_subsample": args.val_subsample,
         "cores": _cores(),
         "threads_per_process": args.threads or "cores/nproc",
         "market_rows": info["rows"],
@@ -241,7 +309,11 @@ def main() -> None:
     verdicts = []
     for model in models:
         for nproc in (1, 2):
-            by = {r["algorithm"]: r for r in results if r["model"] == model and r["nproc"] == nproc}
+            by = {}
+            for r in results:
+                if r["model"] == model and r["nproc"] == nproc:
+                    by.setdefault(r["algorithm"], []).append(r)
+            by = {a: {k: _mean(rs, k) for k in ("test_qlike", "de_comm_share")} for a, rs in by.items()}
             if "parallel_de" not in by:
                 continue
             pde = by["parallel_de"]

@@ -52,4 +52,6 @@ def main(argv: list[str] | None = None, *, forced_algorithm: str | None = None) 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from l2vol.training.dist import exit_process
+
+    exit_process(main())

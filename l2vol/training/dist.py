@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,15 @@ class DistConfigError(ValueError):
 
 class PeerFailure(RuntimeError):
     """A collective failed or timed out: another rank died, was killed or stopped responding."""
+
+    def __init__(self, *args: object):
+        super().__init__(*args)
+        global _peer_failed
+        _peer_failed = True
+
+
+#: Set once a collective of this process failed: its process group is broken from then on.
+_peer_failed = False
 
 
 @dataclass(frozen=True)
@@ -172,14 +182,27 @@ def init_distributed(*, timeout_s: float = 120.0, device: str = "auto") -> DistC
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (no-op for a single process). Safe to call after a collective failed."""
-    if not ctx.is_distributed:
+    """Leave the process group (no-op for a single process). Safe to call after a collective failed: then the group
+    is left as it is (tearing down a gloo group whose peer hangs can block or abort the process); the process should
+    end through :func:`exit_process`."""
+    if not ctx.is_distributed or _peer_failed:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
         with contextlib.suppress(Exception):  # the group may be broken by the failure being reported
             dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code``. After a peer failure the exit skips the interpreter's teardown (``os._exit``
+    after flushing): destroying a gloo process group with a collective still waiting on a hung peer aborts with
+    "terminate called without an active exception" (SIGABRT) instead of the exit code the launcher should see."""
+    if _peer_failed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def guarded(what: str, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:

@@ -8,11 +8,13 @@ state: parameters and buffers, e.g. TabNet's BatchNorm running statistics) with 
 2. its fitness is scored on the generation's validation subsample (identical on every rank);
 3. ranks all-gather the flattened states and fitness values, so every rank holds the whole population;
 4. every rank runs the same DE step (:class:`l2vol.training.de.DifferentialEvolution`, seeded identically) and gets
-   the same trials; each rank scores the trials of its own individuals on the same validation subsample;
+   the same trials (BatchNorm running variances floored at the layer's eps: :meth:`StateCodec.repair`); each rank
+   scores the trials of its own individuals on the same validation subsample;
 5. ranks all-gather the trial fitness; greedy selection keeps the trial iff it is no worse than its target; an
    individual replaced by its trial loads the trial state and starts a fresh optimizer (its Adam moments belong to
    the point it left);
-6. the elite (best state seen on the fitness subsamples) is kept, the generation is recorded and checkpointed.
+6. the elite (best state seen) is kept: re-scored on each generation's subsample and replaced when the best
+   individual beats it on those rows; the generation is recorded and checkpointed.
 
 All individuals start from one initialization broadcast from rank 0, so the population stays in one basin and DE's
 vector differences are meaningful; selection compares target and trial on the same subsample, so an individual never
@@ -44,7 +46,6 @@ from l2vol.training.dist import (
     DistContext,
     PeerFailure,
     all_gather_flat,
-    all_reduce_max,
     broadcast_module_state,
     guarded,
 )
@@ -315,7 +316,7 @@ def train_parallel_de(
             m.load_state_dict(sd)
         for opt, sd in zip(optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(sd)
-        since_reset = [int(v) for v in state["since_reset"]]
+        since_reset = [int(v) for v in state.get("since_reset", since_reset)]  # absent: written without a ramp
         de.load_state_dict(state["de"])
         elite_vec = None if state["elite_vec"] is None else state["elite_vec"].to(ctx.device)
         elite = dict(state["elite"])
@@ -356,12 +357,14 @@ def train_parallel_de(
         t1 = time.perf_counter()
         fbatch = task.fitness_batch(gen)
         local_fit = torch.tensor([task.fitness(m, fbatch) for m in individuals], dtype=torch.float64)
+        _sync(ctx)
+        totals["target_fitness_s"] = totals.get("target_fitness_s", 0.0) + time.perf_counter() - t1
         local_states = torch.stack([codec.flatten(m) for m in individuals])
         _sync(ctx)
         t2 = time.perf_counter()
-        pop = collective("all-gather of states", gen, all_gather_flat, local_states).reshape(pop_size, codec.dim)
-        fit = collective("all-gather of fitness", gen, all_gather_flat, local_fit.to(ctx.device))
-        fit = fit.reshape(pop_size).cpu()
+        # One collective: each state row carries its fitness's float64 bits (exact) in extra columns.
+        rows = collective("all-gather of states", gen, all_gather_flat, _with_bits(local_states, local_fit))
+        pop, fit = _split_bits(rows.reshape(pop_size, -1), codec.dim)
         _sync(ctx)
         t3 = time.perf_counter()
         trials = codec.repair(de.ask(pop, fit))  # BatchNorm running variances floored at eps
@@ -377,12 +380,17 @@ def train_parallel_de(
         if elite_vec is not None and rank == scorer:
             codec.load(scratch, elite_vec)
             elite_now = task.fitness(scratch, fbatch)
-        local_tfit = torch.tensor([*local_trial_fit, elite_now], dtype=torch.float64, device=ctx.device)
+        # The wall-clock stop is agreed in the same collective: a rank over budget sends 1 (max over ranks).
+        over = 0.0
+        if config.budget.wall_clock_s is not None:
+            over = float(prior_elapsed + (time.perf_counter() - run_start) >= config.budget.wall_clock_s)
+        local_tfit = torch.tensor([*local_trial_fit, elite_now, over], dtype=torch.float64, device=ctx.device)
         _sync(ctx)
         t4 = time.perf_counter()
         gathered = collective("all-gather of trial fitness", gen, all_gather_flat, local_tfit)
-        gathered = gathered.reshape(ws, ipr + 1).cpu()
+        gathered = gathered.reshape(ws, ipr + 2).cpu()
         tfit = gathered[:, :ipr].reshape(pop_size)
+        stop = "wall_clock" if float(gathered[:, ipr + 1].max()) > 0 else None
         t5 = time.perf_counter()
         new_pop, new_fit, accepted = de.tell(pop, fit, trials, tfit)
         for i, j in enumerate(mine):
@@ -403,14 +411,7 @@ def train_parallel_de(
         _sync(ctx)
         t6 = time.perf_counter()
 
-        stop = None
-        if config.budget.wall_clock_s is not None:
-            over = prior_elapsed + (t6 - run_start) >= config.budget.wall_clock_s
-            if collective("agreeing on the wall-clock stop", gen, all_reduce_max, float(over)) > 0:
-                stop = "wall_clock"
-        t7 = time.perf_counter()
-
-        train_s, comm_s, de_s = t1 - t0, (t3 - t2) + (t5 - t4) + (t7 - t6), (t2 - t1) + (t4 - t3) + (t6 - t5)
+        train_s, comm_s, de_s = t1 - t0, (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3) + (t6 - t5)
         for key, v in (("train_s", train_s), ("comm_s", comm_s), ("de_s", de_s)):
             totals[key] += v
         sf = new_fit[torch.isfinite(new_fit)]
@@ -428,7 +429,7 @@ def train_parallel_de(
                 "train_s": train_s,
                 "comm_s": comm_s,
                 "de_s": de_s,
-                "elapsed_s": prior_elapsed + (t7 - run_start),
+                "elapsed_s": prior_elapsed + (t6 - run_start),
             }
         )
         gen += 1
@@ -471,6 +472,26 @@ def train_parallel_de(
     history["elite"] = elite
     history["final"] = final
     return module, history
+
+
+def _with_bits(states: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``states`` (n, D) with the exact bits of the float64 ``values`` (n,) appended as extra columns of the states'
+    dtype (float32: 2 columns, float64: 1), so one all-gather carries both; :func:`_split_bits` undoes it."""
+    import torch
+
+    v = values.detach().to(states.device, torch.float64).reshape(-1, 1).contiguous()
+    if states.dtype == torch.float64:
+        return torch.cat([states, v], dim=1)
+    width = 8 // states.element_size()
+    return torch.cat([states, v.view(states.dtype).reshape(-1, width)], dim=1)
+
+
+def _split_bits(rows: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states ``(P, dim)`` and the float64 values (on the CPU) of rows built by :func:`_with_bits`."""
+    import torch
+
+    values = rows[:, dim:].contiguous().view(torch.float64).reshape(-1).cpu()
+    return rows[:, :dim].contiguous(), values
 
 
 def _choose_final(task, ctx, codec, individuals, elite_vec, elite, fitness, collective):
@@ -566,4 +587,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from l2vol.training.dist import exit_process
+
+    exit_process(main())

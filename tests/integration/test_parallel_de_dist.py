@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from training_data import rank_env
 
 WORLD = 2
 TIMEOUT_S = 20.0
@@ -175,12 +174,16 @@ def _launch(
 ) -> list[dict]:
     """Run the 2 ranks to completion (bounded); per rank: return code, stderr, and when it exited."""
     from support import free_port, stop_process
+    from training_data import rank_env  # here, not at the top: the ranks run this file as a script
 
     result_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs = []
     for rank in range(WORLD):
-        env = rank_env(os.environ, rank, WORLD, port)
+        # The ranks run this file as a script: tests/ (training_data, support) must be importable there too.
+        tests_dir = str(Path(__file__).resolve().parents[1])
+        pythonpath = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+        env = rank_env(os.environ, rank, WORLD, port, PYTHONPATH=pythonpath)
         env.pop("L2VOL_FAULT_RANK", None)
         env.pop("L2VOL_FAULT_GENERATION", None)
         env.pop("L2VOL_FAULT_MODE", None)
@@ -302,4 +305,6 @@ def test_a_rank_that_stops_responding_is_an_error_within_the_timeout(data_dir, t
 
 
 if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1], sys.argv[2]))
+    from l2vol.training.dist import exit_process
+
+    exit_process(_worker(sys.argv[1], sys.argv[2]))

@@ -17,7 +17,14 @@ from l2vol.training import checkpoint as ckpt
 from l2vol.training import de as de_module
 from l2vol.training.config import TrainConfig
 from l2vol.training.dist import DistContext
-from l2vol.training.parallel_de import StateCodec, plot_history, population_diversity, train_parallel_de
+from l2vol.training.parallel_de import (
+    StateCodec,
+    _split_bits,
+    _with_bits,
+    plot_history,
+    population_diversity,
+    train_parallel_de,
+)
 from l2vol.training.task import Task
 
 SINGLE = DistContext(rank=0, world_size=1, local_rank=0, device="cpu", backend=None)
@@ -189,6 +196,47 @@ def test_state_codec_covers_buffers_and_keeps_step_counters():
         codec.load(other, vec[:-1])
 
 
+def test_repair_floors_batchnorm_running_variances_at_eps_only():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2, eps=1e-3))
+    codec = StateCodec(net)
+    trials = torch.full((3, codec.dim), -0.5)
+    repaired = codec.repair(trials)
+    var = slice(codec.dim - 2, codec.dim)  # 1.running_var is the last key
+    assert torch.equal(repaired[:, var], torch.full((3, 2), 1e-3))
+    assert torch.equal(repaired[:, : codec.dim - 2], trials[:, : codec.dim - 2])  # weights, means: untouched
+    codec.load(net, repaired[0])
+    assert bool((net[1].running_var >= 1e-3).all())
+    plain = StateCodec(torch.nn.Linear(3, 2))
+    assert plain.repair(trials[:, :8]) is not None and torch.equal(plain.repair(trials[:, :8]), trials[:, :8])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_states_carry_their_fitness_bits_exactly(dtype):
+    states = torch.randn(3, 5, dtype=dtype)
+    fitness = torch.tensor([0.1, 1 / 3, float("inf")], dtype=torch.float64)
+    rows = _with_bits(states, fitness)
+    assert rows.dtype == dtype
+    back_states, back_fit = _split_bits(rows, 5)
+    assert torch.equal(back_states, states)
+    assert back_fit.dtype == torch.float64 and torch.equal(back_fit, fitness)
+
+
+def test_elite_is_compared_on_the_current_generations_rows(tmp_path):
+    """The elite's recorded fitness is its score on the last generation's subsample (re-scored every generation),
+    and no individual of that generation beats it there."""
+    config = make_config(tmp_path)
+    task = make_task(config)
+    module, history = train_parallel_de(config, task, SINGLE)
+    last = ckpt.load(str(tmp_path), 0, 6)
+    probe = task.build_module(0)
+    codec = StateCodec(probe)
+    codec.load(probe, last["elite_vec"])
+    batch = task.fitness_batch(5)
+    assert task.fitness(probe, batch) == pytest.approx(history["elite"]["fitness"], rel=1e-6)
+    assert history["elite"]["fitness"] <= float(last["fitness"].min())
+    assert history["generations"][-1]["elite"] == history["elite"]["fitness"]
+
+
 def test_checkpoint_round_trip_prune_and_refusal(tmp_path):
     out = str(tmp_path)
     state = {
@@ -238,12 +286,14 @@ class CrashAfter:
             raise KeyboardInterrupt(f"killed after generation {self.done}")
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    config_a = make_config(tmp_path / "a")
+@pytest.mark.parametrize("warmup", [0, 7], ids=["reset", "reset+warmup"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, warmup):
+    pde = {"reset_warmup_steps": warmup}  # 7 > local_steps: a ramp spans a generation boundary (and a checkpoint)
+    config_a = make_config(tmp_path / "a", parallel_de=pde)
     torch.manual_seed(11)
     module_a, history_a = train_parallel_de(config_a, make_task(config_a), SINGLE)
 
-    config_b = make_config(tmp_path / "b")
+    config_b = make_config(tmp_path / "b", parallel_de=pde)
     torch.manual_seed(11)
     with pytest.raises(KeyboardInterrupt):
         train_parallel_de(config_b, make_task(config_b), SINGLE, progress=CrashAfter(3))
