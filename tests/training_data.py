@@ -32,6 +32,18 @@ def training_panel(seed: int, *, n_sym: int = 4, n_ts: int = 120, zero_every: in
     return df
 
 
+def single_symbol_frame(n: int, seed: int) -> pd.DataFrame:
+    """``n`` one-minute rows of one symbol whose log RV depends on two of four features (``f0``..``f3``) plus
+    noise: a network learns it in a few steps."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)])
+    df["symbol"] = "600000.XSHG"
+    df["ts"] = pd.date_range("2024-01-02 09:30", periods=n, freq="min")
+    df["rv_next_bucket"] = np.exp(-8 + 0.5 * x[:, 0] - 0.3 * x[:, 1] + 0.2 * rng.normal(size=n))
+    return df
+
+
 def rank_env(base: dict[str, str], rank: int, world: int, port: int, **extra: str) -> dict[str, str]:
     """The environment torchrun (or a PyTorchJob pod) gives rank ``rank`` of ``world`` on loopback, one thread."""
     return {

@@ -260,7 +260,7 @@ def train_ddp(config: TrainConfig, task: Task, ctx: DistContext, *, progress: Pr
         t0 = runner.clock.now()
         for step in range(done, nxt):
             batch = task.train_batch(rank=ctx.rank, world_size=ctx.world_size, stream=0, step=step)
-            runner.losses.append(_ddp_step(task, model, module, opt, batch))
+            runner.losses.append(task.train_step(module, opt, batch, model=model))
         # Training time excludes the all-reduce time measured inside the hook.
         runner.clock.seconds["train"] += runner.clock.now() - t0 - (runner.clock.seconds["comm"] - t_comm0)
         runner.progress.advance("ddp", nxt - done)
@@ -287,16 +287,6 @@ def _sync_buffers_kwarg() -> dict[str, bool]:
 
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": True} if "forward_sync_buffers" in params else {"broadcast_buffers": True}
-
-
-def _ddp_step(task: Task, model, module, opt, batch) -> float:
-    model.train()
-    opt.zero_grad(set_to_none=True)
-    loss = task.loss(model, batch)
-    loss.backward()
-    task.clip_gradients(module)
-    opt.step()
-    return float(loss.detach())
 
 
 def train_local_sgd(config: TrainConfig, task: Task, ctx: DistContext, *, progress: Progress | None = None):

@@ -314,11 +314,17 @@ class Task:
             return torch.nn.functional.mse_loss(pred[:, 0], target) - self.lambda_sparse * m_loss
         return torch.nn.functional.mse_loss(out, target)
 
-    def train_step(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> float:
-        """One optimizer step on ``batch`` (train mode, gradient clipping); returns the loss before the step."""
-        module.train()
+    def train_step(
+        self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, *, model=None
+    ) -> float:
+        """One optimizer step on ``batch`` (train mode, gradient clipping); returns the loss before the step.
+
+        ``model``: a wrapper that runs the forward pass (e.g. ``DistributedDataParallel``, whose backward all-reduces
+        the gradients); gradients are clipped on ``module``, the network it wraps."""
+        model = module if model is None else model
+        model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(module, batch)
+        loss = self.loss(model, batch)
         loss.backward()
         self.clip_gradients(module)
         optimizer.step()

@@ -23,19 +23,6 @@ GENERATIONS = 4
 PEER_FAILURE_EXIT = 3
 
 
-def synthetic_frame(n: int, seed: int):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4))
-    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)])
-    df["symbol"] = "600000.XSHG"
-    df["ts"] = pd.date_range("2024-01-02 09:30", periods=n, freq="min")
-    df["rv_next_bucket"] = np.exp(-8 + 0.5 * x[:, 0] - 0.3 * x[:, 1] + 0.2 * rng.normal(size=n))
-    return df
-
-
 def _digest(obj) -> str:
     """A hash of tensors, dicts, lists and primitives (bitwise for tensors)."""
     import torch
@@ -143,8 +130,10 @@ def _worker(config_path: str, result_dir: str) -> int:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("pde_data")
-    synthetic_frame(1200, 1).to_parquet(d / "train.parquet")
-    synthetic_frame(400, 2).to_parquet(d / "val.parquet")
+    from training_data import single_symbol_frame
+
+    single_symbol_frame(1200, 1).to_parquet(d / "train.parquet")
+    single_symbol_frame(400, 2).to_parquet(d / "val.parquet")
     return d
 
 

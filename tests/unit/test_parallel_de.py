@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from training_data import single_symbol_frame
 
 from l2vol.training import checkpoint as ckpt
 from l2vol.training import de as de_module
@@ -38,18 +38,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
-    """Rows whose log RV depends on two of four features (plus noise): a network can learn it in a few steps."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4))
-    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)])
-    df["symbol"] = "600000.XSHG"
-    df["ts"] = pd.date_range("2024-01-02 09:30", periods=n, freq="min")
-    df["rv_next_bucket"] = np.exp(-8 + 0.5 * x[:, 0] - 0.3 * x[:, 1] + 0.2 * rng.normal(size=n))
-    return df
-
-
-FRAMES = {"train": synthetic_frame(1200, 1), "val": synthetic_frame(400, 2)}
+FRAMES = {"train": single_symbol_frame(1200, 1), "val": single_symbol_frame(400, 2)}
 
 
 def make_config(out, **overrides) -> TrainConfig:
