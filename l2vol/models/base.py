@@ -281,6 +281,7 @@ def check_xy(X, y, who: str) -> tuple[pd.DataFrame, np.ndarray]:
     y = np.asarray(y, dtype=float).reshape(-1)
     if len(y) != len(X):
         raise ValueError(f"{who}: X has {len(X)} rows but y has {len(y)}")
+    require_nonnegative_target(y, f"{who}: y")
     return X, y
 
 
@@ -293,6 +294,18 @@ def log_target(y: np.ndarray) -> np.ndarray:
 def positive_target(y: np.ndarray) -> np.ndarray:
     """Rows whose target enters the loss: finite and > 0 (zero-RV buckets are excluded)."""
     return np.isfinite(y) & (y > 0)
+
+
+def require_nonnegative_target(y: np.ndarray, where: str, name: str = "target") -> None:
+    """Refuse a negative realized variance: zero (halted, limit-locked buckets) and missing targets are left out of
+    the losses and counted, but a value below zero is a data error, named by ``where``, row and value."""
+    neg = np.flatnonzero(np.asarray(y, dtype=np.float64) < 0)
+    if len(neg):
+        i = int(neg[0])
+        raise ValueError(
+            f"{where}: row {i}: {name} = {float(y[i])!r} is negative (a realized variance is >= 0); "
+            f"{len(neg)} such row(s)"
+        )
 
 
 def feature_columns(X: pd.DataFrame, features: Sequence[str] | None, who: str) -> list[str]:

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from l2vol.models.base import Standardizer, as_matrix, feature_columns, fit_bias_factor, log_target
+from l2vol.models.base import (
+    Standardizer,
+    as_matrix,
+    feature_columns,
+    fit_bias_factor,
+    log_target,
+    require_nonnegative_target,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -103,14 +110,18 @@ class Task:
         except TypeError as exc:
             raise ValueError(f"model_params for {self.kind!r}: {exc}") from exc
 
-        frames = frames if frames is not None else self._read(config)
+        from_files = frames is None
+        frames = self._read(config) if from_files else frames
         target = config.data.target
         splits: dict[str, _Split] = {}
         for name, frame in frames.items():
             if target not in frame.columns:
                 raise ValueError(f"data.{name}: target column {target!r} is missing (columns: {list(frame.columns)})")
             frame = frame.reset_index(drop=True)
-            splits[name] = _Split(name, frame, frame[target].to_numpy(dtype=np.float64, na_value=np.nan))
+            y = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+            source = getattr(config.data, name, None) if from_files else None
+            require_nonnegative_target(y, f"data.{name}" + (f" ({source})" if source else ""), target)
+            splits[name] = _Split(name, frame, y)
         self.splits = splits
         train = splits["train"]
         if len(train.rows) < 2:

@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from l2vol.config import StrictModel, load_yaml_config
+from l2vol.models.base import require_nonnegative_target
 from l2vol.progress import Progress, ensure
 from l2vol.training.de import DEConfig
 
@@ -306,6 +307,9 @@ class _Slices:
         fit_d = train_d[: len(train_d) - cfg.early_stopping_days - cfg.purge_days]
         self.dates = {"fit": fit_d, "early_stopping": es_d, "val": val_d}
         frame = pd.read_parquet(path)
+        if cfg.target not in frame.columns:
+            raise KeyError(f"{path}: target column {cfg.target!r} missing (columns: {list(frame.columns)})")
+        require_nonnegative_target(frame[cfg.target].to_numpy(dtype=np.float64, na_value=np.nan), str(path), cfg.target)
         self.features = list(cfg.features) if cfg.features is not None else _default_features(frame, cfg.target)
         if cfg.target in self.features:
             raise ValueError(f"target column {cfg.target!r} is listed as a feature")
@@ -516,7 +520,8 @@ def tune_ensemble(config: TuneEnsembleConfig, *, progress: Progress | None = Non
     missing = [c for c in [*config.members, config.target] if c not in frame.columns]
     if missing:
         raise KeyError(f"{path}: columns {missing} missing (columns: {list(frame.columns)})")
-    y_all = frame[config.target].to_numpy(dtype=np.float64)
+    y_all = frame[config.target].to_numpy(dtype=np.float64, na_value=np.nan)
+    require_nonnegative_target(y_all, str(path), config.target)
     keep = _scorable(y_all)
     P = frame.loc[keep, config.members].to_numpy(dtype=np.float64)
     y = y_all[keep]

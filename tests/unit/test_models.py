@@ -177,6 +177,9 @@ def test_zero_targets_are_excluded_and_counted(data):
     ref = HAR.intraday().fit(Xtr.iloc[8:], ytr[8:])
     np.testing.assert_allclose(model.coef_, ref.coef_, rtol=1e-12)
     assert LightGBMRegressor.debug().fit(Xtr, y).n_excluded_ == 8
+    y[11] = -1e-6  # negative realized variance: a data error, not a zero bucket
+    with pytest.raises(ValueError, match=r"HAR: y: row 11: target = -1e-06 is negative"):
+        HAR.intraday().fit(Xtr, y)
 
 
 def test_naive_persistence_forecasts_the_current_rv(data):

@@ -83,6 +83,17 @@ def test_features_exclude_keys_and_every_target_and_count_excluded_rows(data_dir
         )
 
 
+def test_a_negative_target_is_refused_naming_file_and_row(data_dir, tmp_path):
+    bad = pd.read_parquet(data_dir / "train.parquet")
+    bad.loc[7, "rv_next_bucket"] = -2.5e-5
+    path = tmp_path / "bad_train.parquet"
+    bad.to_parquet(path)
+    cfg = config(data_dir, tmp_path)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(path)})})
+    with pytest.raises(ValueError, match=rf"data.train \({path}\): row 7: rv_next_bucket = -2.5e-05 is negative"):
+        Task(cfg)
+
+
 def test_batches_are_deterministic_and_shards_partition_the_training_rows(data_dir, tmp_path):
     cfg = config(data_dir, tmp_path)
     t1, t2 = Task(cfg), Task(cfg)

@@ -234,6 +234,11 @@ def test_tune_ensemble_cli_and_errors(tmp_path):
     preds.to_parquet(tmp_path / "p.parquet", index=False)
     res = runner.invoke(app, ["tune", "ensemble", "--config", str(tmp_path / "e.yaml")])
     assert res.exit_code == 2 and "member 'noisy' has a non-positive or non-finite forecast at row 5" in res.output
+    preds.loc[5, "noisy"] = preds.loc[6, "noisy"]
+    preds.loc[9, "rv_next_bucket"] = -1e-4  # a realized variance below zero: bad data, not a zero bucket
+    preds.to_parquet(tmp_path / "p.parquet", index=False)
+    res = runner.invoke(app, ["tune", "ensemble", "--config", str(tmp_path / "e.yaml")])
+    assert res.exit_code == 2 and "row 9: rv_next_bucket = -0.0001 is negative" in res.output
     with pytest.raises(ValueError, match="members listed twice"):
         TuneEnsembleConfig(data="x", members=["a", "a"], out="o")
 
