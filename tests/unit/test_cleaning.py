@@ -185,6 +185,28 @@ def test_out_of_order_snapshots_by_ts_per_symbol():
     assert details(res)[2] == "ts 10:00:03.000 is earlier than 10:00:06.000 already received for 600519.SH"
 
 
+def test_kept_rows_are_grouped_by_symbol_in_arrival_order_and_quarantine_names_raw_rows():
+    data = snaps(  # time-major, as a live feed arrives
+        {"ts": at("10:00:00"), "symbol": "600519.SH"},
+        {"ts": at("10:00:00"), "symbol": "000001.SZ"},
+        {"ts": at("10:00:03"), "symbol": "600519.SH", "bid_qty_1": 1},
+        {"ts": at("10:00:03"), "symbol": "000001.SZ"},
+        {"ts": at("10:00:02"), "symbol": "600519.SH"},  # late -> out_of_order (raw row 4)
+        {"ts": at("10:00:03"), "symbol": "600519.SH", "bid_qty_1": 2},  # same ts, later arrival: stays after
+        {"ts": at("10:00:06"), "symbol": "000001.SZ"},
+    )
+    res = clean_table("snapshots", data, date=DAY)
+    assert quarantined(res) == {4: "out_of_order"}
+    kept = pl.from_arrow(res.kept)
+    assert kept["symbol"].to_list() == ["000001.SZ"] * 3 + ["600519.SH"] * 3
+    expected = pl.from_arrow(data).with_row_index("raw").filter(pl.col("raw") != 4)
+    expected = expected.sort("symbol", maintain_order=True)
+    assert kept.equals(expected.drop("raw"), null_equal=True)
+    assert expected["raw"].to_list() == [1, 3, 6, 0, 2, 5]  # each symbol's rows in arrival order
+    again = clean_table("snapshots", res.kept, date=DAY)
+    assert again.quality.quarantined == 0 and same(again.kept, res.kept)  # cleaning it again changes nothing
+
+
 def test_out_of_order_ignores_rows_removed_by_earlier_rules():
     data = snaps(
         {"ts": at("10:00:00")},
