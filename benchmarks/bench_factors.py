@@ -1,8 +1,10 @@
 """Factor engine throughput on one simulated trading day, as ratios measured in one run.
 
 Simulates one day of 300 symbols (3-second snapshots, ~5,100 per symbol of which ~4,740 continuous)
-into a temp store with :func:`l2vol.data.simulator.simulate_market`, then times, interleaved and best
-of N:
+into a temp store with :func:`l2vol.data.simulator.simulate_market` and cleans it with
+:func:`l2vol.data.cleaning.clean_store` (the engine's input in the pipeline: ``make demo`` and
+``l2vol factors build`` read the cleaned store, whose tables are grouped by symbol), then times,
+interleaved and best of N:
 
 * **scan**: a bare read of exactly the columns the engine reads (the same ``read_partition`` calls:
   the snapshot and trade columns of every registered factor);
@@ -14,7 +16,7 @@ of N:
 Targets (DESIGN §8): engine <= 4x the scan, engine >= 20x faster than pandas. Wall-clock ratios are the
 headline; CPU-time ratios are printed too because a shared machine makes wall time noisy.
 
-``peak_rss_mib`` is the whole process's peak (the simulator's and the pandas reference's included);
+``peak_rss_mib`` is the whole process's peak (the simulation's, cleaning's and the pandas reference's included);
 ``engine_peak_rss_mib`` is the peak over the scan and engine runs alone and ``pandas_peak_rss_mib`` over the
 pandas reference alone (Linux: the peak is reset through ``/proc/self/clear_refs``; NaN where that is not
 supported), both on top of ``rss_before_engine_mib`` that the process holds before them.
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     from factor_reference import reference_factors
 
     from l2vol.config import SimulationConfig
+    from l2vol.data.cleaning import clean_store
     from l2vol.data.simulator import simulate_market
     from l2vol.factors import REGISTRY, FactorPlan, build_factors
     from l2vol.storage import DatasetStore
@@ -85,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     symbols = 40 if args.quick else 300
     reps = 2 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="bench_factors_") as tmp:
-        src = DatasetStore(f"{tmp}/src")
+        raw, src = DatasetStore(f"{tmp}/raw"), DatasetStore(f"{tmp}/src")
         with Timer() as sim:
-            simulate_market(SimulationConfig(symbols=symbols, days=1, seed=20240102), src)
+            simulate_market(SimulationConfig(symbols=symbols, days=1, seed=20240102), raw)
+        with Timer() as cleaning:
+            clean_store(raw, src, profile="ashare")
         day = src.list_dates("snapshots")[0]
         plan = FactorPlan.make(None)
         snap_cols = list(plan.snapshot_columns)
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             t = src.read_partition("trades", day, columns=trade_cols).to_pandas()
             return reference_factors(s, t)
 
-        sim_rss = peak_rss_mib()  # the simulator's peak, before any factor work
+        sim_rss = peak_rss_mib()  # the simulation and cleaning peak, before any factor work
         can_reset = _reset_peak_rss()
         rss_before = _status_mib("VmRSS")  # what the process holds already (the simulator's leftovers)
         engine()  # warm-up: imports, page cache, polars thread pool
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "factors": len(REGISTRY),
         "factor_rows_written": summary["rows"],
         "simulate_s": sim.seconds,
+        "clean_s": cleaning.seconds,
         "scan_s": scan_w,
         "engine_s": eng_w,
         "pandas_reference_s": pd_w,

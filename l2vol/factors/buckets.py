@@ -22,6 +22,8 @@ it stands still over the lunch break.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -125,9 +127,32 @@ class BucketGrid:
         """End of the day's last continuous session (UTC ns)."""
         return int(self.end_ns[-1])
 
+    @functools.cached_property
+    def _slots(self) -> tuple[int, np.ndarray] | None:
+        """``(unit_ns, lut)``: every bucket start and end lies on a grid of ``unit_ns`` from the first start,
+        and ``lut[j + 1]`` is the bucket of slot ``j`` (``[start_0 + j*unit, start_0 + (j+1)*unit)``), -1
+        outside every bucket (``lut[0]``: before the open; ``lut[-1]``: at or after the close). None when the
+        boundaries share no such grid of at most 2^20 slots."""
+        edges = np.concatenate([self.start_ns, self.end_ns]) - self.start_ns[0]
+        unit = functools.reduce(math.gcd, (int(e) for e in edges), 0)
+        if unit <= 0 or edges.max() // unit > 1 << 20:
+            return None
+        n_slots = int(edges.max() // unit)
+        lut = np.full(n_slots + 2, -1, dtype=np.int16)
+        for b, (a, e) in enumerate(zip(self.start_ns - self.start_ns[0], self.end_ns - self.start_ns[0], strict=True)):
+            lut[a // unit + 1 : e // unit + 1] = b
+        return unit, lut
+
     def feature_bucket(self, ts_ns: np.ndarray) -> np.ndarray:
         """Bucket index of each time under ``[start, end)``; -1 outside every continuous session."""
         ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        if self._slots is not None:  # one table lookup per time instead of a binary search (~4x faster)
+            unit, lut = self._slots
+            slot = ts_ns - self.start_ns[0]
+            np.floor_divide(slot, unit, out=slot)
+            np.clip(slot, -1, len(lut) - 2, out=slot)
+            slot += 1
+            return lut[slot]
         idx = np.searchsorted(self.start_ns, ts_ns, side="right") - 1
         # the end of the bucket at or before ts (index clipped: rows before the first start are -1 anyway)
         ok = (idx >= 0) & (ts_ns < self.end_ns[np.maximum(idx, 0)])

@@ -158,20 +158,21 @@ def _prepare_columns(plan: FactorPlan, stage: str) -> dict[str, pl.Expr]:
 
 def _sort_order(df: pl.DataFrame, tie: str | None = None) -> np.ndarray | None:
     """Row order that sorts ``df`` by (symbol code, ts[, tie]); None when it is sorted already
-    (canonical partitions usually are; a time-major file is not)."""
+    (cleaned partitions are: they are grouped by symbol, each symbol's rows in time order)."""
     if df.height < 2:
         return None
-    ts = df["ts"].cast(pl.Int64).to_numpy()
-    code = df["symbol"].to_physical().cast(pl.Int64).to_numpy()
-    key = (code << 45) | (ts - ts.min())  # one trading date spans far less than 2^45 ns (9.7 h)
-    step = np.diff(key)
-    ok = step >= 0
+    # the check: one pass of polars kernels over the key columns (no numpy copies of them)
+    code, step = (pl.col("symbol").to_physical().cast(pl.Int64).diff(), pl.col("ts").cast(pl.Int64).diff())
+    same_time = (code == 0) & (step == 0)
     if tie is not None:
-        tie_values = df[tie].fill_null(0).to_numpy()
-        ok &= (step > 0) | (np.diff(tie_values) >= 0)
-    if ok.all():
+        same_time = same_time & (pl.col(tie).fill_null(0).cast(pl.Int64).diff() >= 0)
+    if df.select(((code > 0) | ((code == 0) & (step > 0)) | same_time).all()).item():
         return None
-    return np.lexsort((tie_values, key)) if tie is not None else np.argsort(key, kind="stable")
+    ts = df["ts"].cast(pl.Int64).to_numpy()
+    key = (df["symbol"].to_physical().cast(pl.Int64).to_numpy() << 45) | (ts - ts.min())  # a date spans < 2^45 ns
+    if tie is None:
+        return np.argsort(key, kind="stable")
+    return np.lexsort((df[tie].fill_null(0).to_numpy(), key))
 
 
 def _ensure_sorted(df: pl.DataFrame, tie: str | None = None) -> pl.DataFrame:
@@ -766,6 +767,17 @@ def _build(
         "null_targets": dict.fromkeys(HORIZONS, 0),
     }
     pending: tuple[dt.date, pl.DataFrame] | None = None
+    # Partitions are written by two writer threads (Parquet encoding and the atomic commit release the GIL)
+    # while this thread goes on; a date's writes are awaited before the next date's are queued (at most one
+    # date of output is held) and all of them before returning. A failed write raises here.
+    writes: list[Future] = []
+
+    def write(table: str, d: dt.date, data: pa.Table, schema: pa.Schema) -> None:
+        writes.append(writer.submit(dst.write_partition, table, d, data, schema=schema, metadata=meta))
+
+    def drain() -> None:
+        while writes:
+            writes.pop(0).result()
 
     def flush(next_rv: pl.DataFrame | None) -> None:
         nonlocal pending
@@ -776,39 +788,42 @@ def _build(
         for h in HORIZONS:
             summary["zero_rv_targets"][h] += int(tg[f"zero_{h}"].sum() or 0)
             summary["null_targets"][h] += int(tg[f"rv_{h}"].null_count())
-        dst.write_partition(TARGETS_TABLE, d, tg.to_arrow().cast(tschema), schema=tschema, metadata=meta)
+        write(TARGETS_TABLE, d, tg.to_arrow().cast(tschema), tschema)
         pending = None
 
-    for d in dates:
-        grid = BucketGrid.for_date(d, spec, profile)
-        counts: dict[str, int] = {}
-        # trades are read in a second thread while this one reads the snapshots; the tables are handed over
-        # to compute_day (no reference kept here), which frees them once polars holds the data
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-read") as reader:
-            tables = [None, reader.submit(_read_trades, src, d, plan, trade_dates, counts)]
-            tables[0] = _read_snapshots(src, d, plan)
-            summary["snapshot_rows"] += tables[0].num_rows
-            day, panel, intraday = compute_day(d, tables, grid, state, plan)
-        summary["trade_rows"] += counts["trades"]
-        flush(day_rv(panel))
-        out = panel.select(pl.col("symbol").cast(pl.String), "ts", "bucket", *plan.output)
-        dst.write_partition(FACTORS_TABLE, d, out.to_arrow().cast(fschema), schema=fschema, metadata=meta)
-        assert intraday is not None
-        pending = (d, intraday.with_columns(pl.col("symbol").cast(pl.String)))
-        state = next_state(day, panel, state)
-        dst.write_partition(STATE_TABLE, d, state.partition(), schema=STATE_SCHEMA, metadata=meta)
-        summary["dates"] += 1
-        summary["rows"] += out.height
-        summary["zero_rv_buckets"] += int((panel["n_returns"] == 0).sum())
-        prog.advance("factors", 1, note=d.isoformat())
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="l2vol-write") as writer:
+        for d in dates:
+            grid = BucketGrid.for_date(d, spec, profile)
+            counts: dict[str, int] = {}
+            # trades are read in a second thread while this one reads the snapshots; the tables are handed
+            # over to compute_day (no reference kept here), which frees them once polars holds the data
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2vol-read") as reader:
+                tables = [None, reader.submit(_read_trades, src, d, plan, trade_dates, counts)]
+                tables[0] = _read_snapshots(src, d, plan)
+                summary["snapshot_rows"] += tables[0].num_rows
+                day, panel, intraday = compute_day(d, tables, grid, state, plan)
+            summary["trade_rows"] += counts["trades"]
+            drain()
+            flush(day_rv(panel))
+            out = panel.select(pl.col("symbol").cast(pl.String), "ts", "bucket", *plan.output)
+            write(FACTORS_TABLE, d, out.to_arrow().cast(fschema), fschema)
+            assert intraday is not None
+            pending = (d, intraday.with_columns(pl.col("symbol").cast(pl.String)))
+            state = next_state(day, panel, state)
+            write(STATE_TABLE, d, state.partition(), STATE_SCHEMA)
+            summary["dates"] += 1
+            summary["rows"] += out.height
+            summary["zero_rv_buckets"] += int((panel["n_returns"] == 0).sum())
+            prog.advance("factors", 1, note=d.isoformat())
 
-    next_rv = None
-    if after:
-        mid_plan = FactorPlan.make(["rv"])
-        tables = list(_read_day(src, after[0], mid_plan, set()))
-        grid = BucketGrid.for_date(after[0], spec, profile)
-        next_rv = day_rv(compute_day(after[0], tables, grid, state, mid_plan, targets=False)[1])
-    flush(next_rv)
+        next_rv = None
+        if after:
+            mid_plan = FactorPlan.make(["rv"])
+            tables = list(_read_day(src, after[0], mid_plan, set()))
+            grid = BucketGrid.for_date(after[0], spec, profile)
+            next_rv = day_rv(compute_day(after[0], tables, grid, state, mid_plan, targets=False)[1])
+        flush(next_rv)
+        drain()
 
     summary.update(
         {

@@ -234,6 +234,25 @@ def test_trading_clock_buckets():
             BucketSpec.parse(bad)
 
 
+@pytest.mark.parametrize("day", [dt.date(2024, 1, 2), dt.date(2017, 1, 3)])
+@pytest.mark.parametrize("spec", ["30s", "1min", "5min", "15min", "30min"])
+def test_feature_bucket_lookup_equals_the_binary_search(day, spec):
+    """The slot table of ``feature_bucket`` gives the half-open [start, end) bucket of a binary search over
+    the bucket starts, for random times and every boundary +-1 ns (before the open and after the close too)."""
+    g = BucketGrid.for_date(day, spec)
+    assert g._slots is not None  # the A-share grid has a slot table: the fast path is what is tested
+    lo, hi = int(g.start_ns[0]) - 3_600 * 10**9, int(g.end_ns[-1]) + 3_600 * 10**9
+    edges = np.concatenate([g.start_ns, g.end_ns])
+    t = np.concatenate(
+        [np.random.default_rng(0).integers(lo, hi, 50_000), edges - 1, edges, edges + 1, [lo - 10**15, hi + 10**15]]
+    )
+    idx = np.searchsorted(g.start_ns, t, side="right") - 1
+    expected = np.where((idx >= 0) & (t < g.end_ns[np.maximum(idx, 0)]), idx, -1)
+    got = g.feature_bucket(t)
+    assert got.dtype == np.int16 and (got == expected).all()
+    assert (got >= 0).sum() > 10_000 and (got == -1).sum() > 1_000  # both kinds of times were compared
+
+
 def test_registry_refuses_duplicates_and_documents_every_factor():
     reg = FactorRegistry()
 
