@@ -73,7 +73,7 @@ def out_location(out: str, name: str) -> str:
 def run(config: TrainConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Train ``config.model`` with ``config.algorithm`` in the process group of the environment; see the module
     docstring for what is written. Every rank returns the same metrics dict."""
-    from l2vol.training.dist import init_distributed, shutdown
+    from l2vol.training.dist import barrier, init_distributed, shutdown
     from l2vol.training.task import build_task, parameter_count
 
     threads = set_threads(config)
@@ -114,6 +114,9 @@ def run(config: TrainConfig, *, progress: Progress | None = None) -> dict[str, A
         if ctx.is_main:
             ensure(progress).advance(config.algorithm, 0, "writing model and metrics")
             write_outputs(config, task, module, metrics, history)
+        # every rank is done with the group before any tears it down: a gloo group destroyed while a peer still
+        # uses it can abort that peer ("terminate called without an active exception") instead of a clean exit
+        barrier(ctx, config.timeout_s)
         metrics["timings"]["total_s"] = time.perf_counter() - t_start
         return metrics
     finally:

@@ -35,7 +35,7 @@ def _worker(config_path: str, algorithm: str, result_dir: str) -> int:
     from safetensors.torch import save_file
 
     from l2vol.training.config import load_train_config
-    from l2vol.training.dist import init_distributed, shutdown
+    from l2vol.training.dist import barrier, init_distributed, shutdown
     from l2vol.training.harness import algorithm_fn, seed_global_rng
     from l2vol.training.task import build_task
 
@@ -48,6 +48,7 @@ def _worker(config_path: str, algorithm: str, result_dir: str) -> int:
         out = Path(result_dir)
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out / f"rank{ctx.rank}.safetensors"))
         (out / f"rank{ctx.rank}.json").write_text(json.dumps(history, default=str))
+        barrier(ctx, config.timeout_s)  # no rank tears the group down while a peer still uses it
     finally:
         shutdown(ctx)
     return 0
