@@ -17,8 +17,10 @@ import io
 import os
 import pickle
 import posixpath
+import queue
 import random
 import re
+import threading
 from typing import Any
 
 import numpy as np
@@ -98,6 +100,96 @@ def save(out: str, rank: int, generation: int, state: dict[str, Any], *, keep: i
     for g in gens[:-keep]:
         fs.delete_file(_path(d, g))
     return path
+
+
+def snapshot(obj: Any) -> Any:
+    """A private copy of a checkpoint state taken at this instant: dicts, lists and tuples copied, tensors cloned
+    (to the CPU, where :func:`load` puts them anyway), primitives shared. The caller may then go on changing its own
+    tensors and containers (training in place) while the copy is written."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.clone() if t.device.type == "cpu" else t.to("cpu")
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [snapshot(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(snapshot(v) for v in obj)
+    return obj
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint written in the background could not be written; raised by :meth:`BackgroundWriter.join`."""
+
+
+class BackgroundWriter:
+    """Writes checkpoints on one background thread, one at a time, so the caller does not wait for serialization
+    and ``fsync``.
+
+    :meth:`submit` first waits for the previous write (so at most one is pending and they land in order), takes a
+    :func:`snapshot` of the state on the caller's thread, and queues the write (:func:`save`: atomic, prunes to the
+    ``keep`` newest) to the writer thread, which is started once and then waits for work (starting a thread per
+    checkpoint would make the caller wait for the new thread to be scheduled). :meth:`join` waits for the pending
+    write and raises :class:`CheckpointWriteError` (the file and the cause) if it failed; an error is raised once,
+    by the first join after it. Call :meth:`join` before anything that must see the checkpoint on disk (a collective
+    whose peers may resume from it, the end of the run), and :meth:`close` when done.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._error: tuple[str, BaseException] | None = None
+
+    @property
+    def pending(self) -> bool:
+        return not self._idle.is_set()
+
+    def submit(self, out: str, rank: int, generation: int, state: dict[str, Any], *, keep: int = KEEP) -> None:
+        self.join()
+        copied = snapshot(state)
+        _, d = rank_dir(out, rank)
+        self._idle.clear()
+        self._jobs.put((_path(d, generation), (out, rank, generation, copied), keep))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"l2vol-checkpoint-rank{rank}", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            where, args, keep = job
+            try:
+                save(*args, keep=keep)
+            except BaseException as exc:  # handed to the caller's thread by join()
+                self._error = (where, exc)
+            finally:
+                self._idle.set()
+
+    def join(self) -> None:
+        """Wait for the pending write; raise :class:`CheckpointWriteError` if it (or an earlier one) failed."""
+        self._idle.wait()
+        if self._error is not None:
+            where, exc = self._error
+            self._error = None
+            raise CheckpointWriteError(
+                f"checkpoint {where}: writing it in the background failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Wait for the pending write (raising its error) and stop the writer thread."""
+        try:
+            self.join()
+        finally:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
 
 
 def load(out: str, rank: int, generation: int, *, map_location: str = "cpu") -> dict[str, Any]:

@@ -14,7 +14,8 @@ state: parameters and buffers, e.g. TabNet's BatchNorm running statistics) with 
    individual replaced by its trial loads the trial state and starts a fresh optimizer (its Adam moments belong to
    the point it left);
 6. the elite (best state seen) is kept: re-scored on each generation's subsample and replaced when the best
-   individual beats it on those rows; the generation is recorded and checkpointed.
+   individual beats it on those rows; the generation is recorded and checkpointed (written by a background thread
+   while the next generation trains: :class:`l2vol.training.checkpoint.BackgroundWriter`).
 
 All individuals start from one initialization broadcast from rank 0, so the population stays in one basin and DE's
 vector differences are meaningful; selection compares target and trial on the same subsample, so an individual never
@@ -177,12 +178,15 @@ def seed_process_rngs(seed: int, rank: int) -> None:
     random.seed(int(state[1]))
 
 
-def _fault_hook(rank: int, generation: int) -> None:
-    """Test hook (see the module docstring): kill or freeze this rank at the start of a chosen generation."""
+def _fault_hook(rank: int, generation: int, writer: ckpt.BackgroundWriter | None = None) -> None:
+    """Test hook (see the module docstring): kill or freeze this rank at the start of a chosen generation, after its
+    checkpoint of the previous generation has landed (so where the crash falls is deterministic)."""
     r, g = os.environ.get(FAULT_RANK_ENV), os.environ.get(FAULT_GENERATION_ENV)
     if r is None or g is None:
         return
     if int(r) == rank and int(g) == generation:
+        if writer is not None:
+            writer.join()
         sys.stdout.flush()
         sys.stderr.flush()
         if os.environ.get(FAULT_MODE_ENV, "exit") == "hang":
@@ -338,131 +342,149 @@ def train_parallel_de(
         progress.advance("parallel_de", start_gen, f"resumed after generation {start_gen}")
 
     # --------------------------------------------------------------- generations
+    # Checkpoints are written by a background thread while the next generation trains. The pending write is joined
+    # before this rank's first collective of the next generation: so when any rank starts writing generation G + 1,
+    # every rank's file of generation G is on disk, and the newest generation all ranks hold is never pruned.
+    writer = ckpt.BackgroundWriter()
     gen = start_gen
-    while gen < generations and history["stopped"] is None:
-        _fault_hook(rank, gen)
-        t0 = time.perf_counter()
-        for i, (m, opt) in enumerate(zip(individuals, optimizers, strict=True)):
-            for s in range(k):
-                if since_reset[i] < warmup:  # a fresh optimizer ramps its learning rate up (see the docs)
-                    for group in opt.param_groups:
-                        group["lr"] = config.optim.lr * (since_reset[i] + 1) / (warmup + 1)
-                elif since_reset[i] == warmup and warmup:
-                    for group in opt.param_groups:
-                        group["lr"] = config.optim.lr
-                batch = task.train_batch(rank=rank, world_size=ws, stream=i, step=gen * k + s)
-                task.train_step(m, opt, batch)
-                since_reset[i] += 1
-        _sync(ctx)
-        t1 = time.perf_counter()
-        fbatch = task.fitness_batch(gen)
-        local_fit = torch.tensor([task.fitness(m, fbatch) for m in individuals], dtype=torch.float64)
-        _sync(ctx)
-        totals["target_fitness_s"] = totals.get("target_fitness_s", 0.0) + time.perf_counter() - t1
-        local_states = torch.stack([codec.flatten(m) for m in individuals])
-        _sync(ctx)
-        t2 = time.perf_counter()
-        # One collective: each state row carries its fitness's float64 bits (exact) in extra columns.
-        rows = collective("all-gather of states", gen, all_gather_flat, _with_bits(local_states, local_fit))
-        pop, fit = _split_bits(rows.reshape(pop_size, -1), codec.dim)
-        _sync(ctx)
-        t3 = time.perf_counter()
-        trials = codec.repair(de.ask(pop, fit))  # BatchNorm running variances floored at eps
-        local_trial_fit = []
-        for j in mine:
-            codec.load(scratch, trials[j])
-            local_trial_fit.append(task.fitness(scratch, fbatch))
-        # The elite is re-scored on this generation's subsample (by one rank, in turn), so that it is compared
-        # with the population on the same rows, as targets and trials are: fitness values of different subsamples
-        # are not comparable (an easy subsample would otherwise crown its generation's best for good).
-        scorer = gen % ws
-        elite_now = math.nan
-        if elite_vec is not None and rank == scorer:
-            codec.load(scratch, elite_vec)
-            elite_now = task.fitness(scratch, fbatch)
-        # The wall-clock stop is agreed in the same collective: a rank over budget sends 1 (max over ranks).
-        over = 0.0
-        if config.budget.wall_clock_s is not None:
-            over = float(prior_elapsed + (time.perf_counter() - run_start) >= config.budget.wall_clock_s)
-        local_tfit = torch.tensor([*local_trial_fit, elite_now, over], dtype=torch.float64, device=ctx.device)
-        _sync(ctx)
-        t4 = time.perf_counter()
-        gathered = collective("all-gather of trial fitness", gen, all_gather_flat, local_tfit)
-        gathered = gathered.reshape(ws, ipr + 2).cpu()
-        tfit = gathered[:, :ipr].reshape(pop_size)
-        stop = "wall_clock" if float(gathered[:, ipr + 1].max()) > 0 else None
-        t5 = time.perf_counter()
-        new_pop, new_fit, accepted = de.tell(pop, fit, trials, tfit)
-        for i, j in enumerate(mine):
-            if bool(accepted[j]):
-                codec.load(individuals[i], trials[j])
-                optimizers[i] = task.make_optimizer(individuals[i])  # moments of the old point do not apply
-                since_reset[i] = 0
-        b = int(torch.argsort(new_fit, stable=True)[0])
-        if elite_vec is not None:
-            elite["fitness"] = float(gathered[scorer, ipr])  # the elite on this generation's rows
-            if not math.isfinite(elite["fitness"]):
-                elite["fitness"] = math.inf
-        if float(new_fit[b]) < elite["fitness"]:
-            elite_vec = new_pop[b].clone()
-            elite = {"fitness": float(new_fit[b]), "generation": gen}
-        diversity = population_diversity(new_pop, codec.param_mask)
-        last_fit = new_fit
-        _sync(ctx)
-        t6 = time.perf_counter()
+    try:
+        while gen < generations and history["stopped"] is None:
+            _fault_hook(rank, gen, writer)
+            t0 = time.perf_counter()
+            for i, (m, opt) in enumerate(zip(individuals, optimizers, strict=True)):
+                for s in range(k):
+                    if since_reset[i] < warmup:  # a fresh optimizer ramps its learning rate up (see the docs)
+                        for group in opt.param_groups:
+                            group["lr"] = config.optim.lr * (since_reset[i] + 1) / (warmup + 1)
+                    elif since_reset[i] == warmup and warmup:
+                        for group in opt.param_groups:
+                            group["lr"] = config.optim.lr
+                    batch = task.train_batch(rank=rank, world_size=ws, stream=i, step=gen * k + s)
+                    task.train_step(m, opt, batch)
+                    since_reset[i] += 1
+            _sync(ctx)
+            t_join = time.perf_counter()
+            writer.join()  # the previous generation's checkpoint, written while this one trained (see above)
+            t1 = time.perf_counter()
+            totals["checkpoint_s"] += t1 - t_join
+            fbatch = task.fitness_batch(gen)
+            local_fit = torch.tensor([task.fitness(m, fbatch) for m in individuals], dtype=torch.float64)
+            _sync(ctx)
+            totals["target_fitness_s"] = totals.get("target_fitness_s", 0.0) + time.perf_counter() - t1
+            local_states = torch.stack([codec.flatten(m) for m in individuals])
+            _sync(ctx)
+            t2 = time.perf_counter()
+            # One collective: each state row carries its fitness's float64 bits (exact) in extra columns.
+            rows = collective("all-gather of states", gen, all_gather_flat, _with_bits(local_states, local_fit))
+            pop, fit = _split_bits(rows.reshape(pop_size, -1), codec.dim)
+            _sync(ctx)
+            t3 = time.perf_counter()
+            trials = codec.repair(de.ask(pop, fit))  # BatchNorm running variances floored at eps
+            local_trial_fit = []
+            for j in mine:
+                codec.load(scratch, trials[j])
+                local_trial_fit.append(task.fitness(scratch, fbatch))
+            # The elite is re-scored on this generation's subsample (by one rank, in turn), so that it is compared
+            # with the population on the same rows, as targets and trials are: fitness values of different subsamples
+            # are not comparable (an easy subsample would otherwise crown its generation's best for good).
+            scorer = gen % ws
+            elite_now = math.nan
+            if elite_vec is not None and rank == scorer:
+                codec.load(scratch, elite_vec)
+                elite_now = task.fitness(scratch, fbatch)
+            # The wall-clock stop is agreed in the same collective: a rank over budget sends 1 (max over ranks).
+            over = 0.0
+            if config.budget.wall_clock_s is not None:
+                over = float(prior_elapsed + (time.perf_counter() - run_start) >= config.budget.wall_clock_s)
+            local_tfit = torch.tensor([*local_trial_fit, elite_now, over], dtype=torch.float64, device=ctx.device)
+            _sync(ctx)
+            t4 = time.perf_counter()
+            gathered = collective("all-gather of trial fitness", gen, all_gather_flat, local_tfit)
+            gathered = gathered.reshape(ws, ipr + 2).cpu()
+            tfit = gathered[:, :ipr].reshape(pop_size)
+            stop = "wall_clock" if float(gathered[:, ipr + 1].max()) > 0 else None
+            t5 = time.perf_counter()
+            new_pop, new_fit, accepted = de.tell(pop, fit, trials, tfit)
+            for i, j in enumerate(mine):
+                if bool(accepted[j]):
+                    codec.load(individuals[i], trials[j])
+                    optimizers[i] = task.make_optimizer(individuals[i])  # moments of the old point do not apply
+                    since_reset[i] = 0
+            b = int(torch.argsort(new_fit, stable=True)[0])
+            if elite_vec is not None:
+                elite["fitness"] = float(gathered[scorer, ipr])  # the elite on this generation's rows
+                if not math.isfinite(elite["fitness"]):
+                    elite["fitness"] = math.inf
+            if float(new_fit[b]) < elite["fitness"]:
+                elite_vec = new_pop[b].clone()
+                elite = {"fitness": float(new_fit[b]), "generation": gen}
+            diversity = population_diversity(new_pop, codec.param_mask)
+            last_fit = new_fit
+            _sync(ctx)
+            t6 = time.perf_counter()
 
-        train_s, comm_s, de_s = t1 - t0, (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3) + (t6 - t5)
-        for key, v in (("train_s", train_s), ("comm_s", comm_s), ("de_s", de_s)):
-            totals[key] += v
-        sf = new_fit[torch.isfinite(new_fit)]
-        history["generations"].append(
-            {
-                "generation": gen,
-                "step": (gen + 1) * k,
-                "best": float(new_fit.min()),
-                "median": float(sf.median()) if sf.numel() else math.inf,
-                "diversity": diversity,
-                "accepted": int(accepted.sum()),
-                "mean_F": de.last_stats.get("mean_F", math.nan),
-                "mean_CR": de.last_stats.get("mean_CR", math.nan),
-                "elite": elite["fitness"],
-                "train_s": train_s,
-                "comm_s": comm_s,
-                "de_s": de_s,
-                "elapsed_s": prior_elapsed + (t6 - run_start),
-            }
-        )
-        gen += 1
-        if stop is None and gen >= generations:
-            stop = "budget"
-        history["stopped"] = stop
-        t8 = time.perf_counter()
-        ckpt.save(
-            config.out,
-            rank,
-            gen,
-            {
-                "fingerprint": fingerprint,
-                "modules": [m.state_dict() for m in individuals],
-                "optimizers": [o.state_dict() for o in optimizers],
-                "since_reset": list(since_reset),
-                "de": de.state_dict(),
-                "elite_vec": elite_vec,
-                "elite": elite,
-                "fitness": new_fit,
-                "history": history,
-                "totals": totals,
-                "elapsed_s": prior_elapsed + (time.perf_counter() - run_start),
-                "rng": ckpt.rng_state(),
-            },
-        )
-        totals["checkpoint_s"] += time.perf_counter() - t8
-        progress.advance(
-            "parallel_de",
-            1,
-            f"generation {gen}/{generations}: best {float(new_fit.min()):.4g}, accepted "
-            f"{int(accepted.sum())}/{pop_size}",
-        )
+            train_s, comm_s, de_s = t_join - t0, (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3) + (t6 - t5)
+            for key, v in (("train_s", train_s), ("comm_s", comm_s), ("de_s", de_s)):
+                totals[key] += v
+            sf = new_fit[torch.isfinite(new_fit)]
+            history["generations"].append(
+                {
+                    "generation": gen,
+                    "step": (gen + 1) * k,
+                    "best": float(new_fit.min()),
+                    "median": float(sf.median()) if sf.numel() else math.inf,
+                    "diversity": diversity,
+                    "accepted": int(accepted.sum()),
+                    "mean_F": de.last_stats.get("mean_F", math.nan),
+                    "mean_CR": de.last_stats.get("mean_CR", math.nan),
+                    "elite": elite["fitness"],
+                    "train_s": train_s,
+                    "comm_s": comm_s,
+                    "de_s": de_s,
+                    "elapsed_s": prior_elapsed + (t6 - run_start),
+                }
+            )
+            gen += 1
+            if stop is None and gen >= generations:
+                stop = "budget"
+            history["stopped"] = stop
+            t8 = time.perf_counter()
+            writer.submit(  # copies the state now; serialization and the atomic write run in the background
+                config.out,
+                rank,
+                gen,
+                {
+                    "fingerprint": fingerprint,
+                    "modules": [m.state_dict() for m in individuals],
+                    "optimizers": [o.state_dict() for o in optimizers],
+                    "since_reset": list(since_reset),
+                    "de": de.state_dict(),
+                    "elite_vec": elite_vec,
+                    "elite": elite,
+                    "fitness": new_fit,
+                    "history": history,
+                    "totals": totals,
+                    "elapsed_s": prior_elapsed + (time.perf_counter() - run_start),
+                    "rng": ckpt.rng_state(),
+                },
+            )
+            totals["checkpoint_s"] += time.perf_counter() - t8
+            progress.advance(
+                "parallel_de",
+                1,
+                f"generation {gen}/{generations}: best {float(new_fit.min()):.4g}, accepted "
+                f"{int(accepted.sum())}/{pop_size}",
+            )
+
+    except BaseException as exc:
+        try:
+            writer.close()  # let the last checkpoint land: a restart resumes from it
+        except ckpt.CheckpointWriteError as write_error:
+            exc.add_note(str(write_error))
+        raise
+    t_final = time.perf_counter()
+    writer.close()  # before _choose_final's collectives; the run's last checkpoint is on disk when it returns
+    totals["checkpoint_s"] += time.perf_counter() - t_final
 
     module, final = _choose_final(task, ctx, codec, individuals, elite_vec, elite, last_fit, collective)
     totals["total_s"] = prior_elapsed + (time.perf_counter() - run_start)

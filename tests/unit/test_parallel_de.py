@@ -210,6 +210,43 @@ def test_states_carry_their_fitness_bits_exactly(dtype):
     assert back_fit.dtype == torch.float64 and torch.equal(back_fit, fitness)
 
 
+def test_tabnet_fitness_scores_ghost_batches_whole_with_the_same_forecasts(tmp_path):
+    """Fitness runs TabNet's ghost BatchNorm over the whole batch (eval mode: running statistics, so the
+    virtual-batch chunks change nothing but the cost): the same number as the chunked forward, bit for bit, and the
+    module comes back as it was."""
+    from pytorch_tabnet.tab_network import GBN
+
+    raw = make_config(tmp_path, optim={"lr": 1e-2}).model_dump(mode="json")
+    raw["model"] = "tabnet"
+    raw["model_params"] = {
+        "n_d": 8,
+        "n_a": 8,
+        "n_steps": 2,
+        "n_independent": 1,
+        "n_shared": 1,
+        "virtual_batch_size": 16,
+    }
+    config = TrainConfig.model_validate(raw)
+    task = make_task(config)
+    module = task.build_module(0)
+    opt = task.make_optimizer(module)
+    for step in range(5):  # move the running statistics away from their initial values
+        task.train_step(module, opt, task.train_batch(rank=0, world_size=1, stream=0, step=step))
+    batch = task.fitness_batch(0)
+    ghosts = [m for m in module.modules() if isinstance(m, GBN)]
+    assert ghosts and all(g.virtual_batch_size == 16 for g in ghosts)
+    *inputs, target = batch
+    module.eval()
+    with torch.no_grad():  # the reference: pytorch-tabnet's own chunked forward, 16 rows per BatchNorm call
+        pred = torch.cat(
+            [task.predict_std(module, [t[i : i + 1024] for t in inputs]) for i in range(0, len(target), 1024)]
+        )
+    module.train()
+    reference = float(((pred - target) ** 2).sum()) / len(target)
+    assert task.fitness(module, batch) == reference
+    assert module.training and all(g.virtual_batch_size == 16 and g.training for g in ghosts)
+
+
 def test_elite_is_compared_on_the_current_generations_rows(tmp_path):
     """The elite's recorded fitness is its score on the last generation's subsample (re-scored every generation),
     and no individual of that generation beats it there."""
@@ -258,6 +295,73 @@ def test_checkpoint_round_trip_prune_and_refusal(tmp_path):
 
 class _Opaque:
     pass
+
+
+def test_background_writer_snapshots_the_state_and_keeps_the_newest(tmp_path, monkeypatch):
+    """The state is copied at submit: changing the live tensors (training goes on) while the write is pending does
+    not reach the file. Writes land in order, atomically, and only the KEEP newest remain."""
+    import threading
+
+    out = str(tmp_path)
+    release = threading.Event()
+    real_save = ckpt.save
+
+    def slow_save(*args, **kwargs):
+        release.wait(10)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save", slow_save)
+    live = torch.zeros(4)
+    groups = [{"lr": 0.1, "params": [0]}]
+    writer = ckpt.BackgroundWriter()
+    writer.submit(out, 0, 1, {"w": live, "groups": groups, "history": {"generations": [1]}})
+    assert writer.pending
+    live += 7  # in place, as an optimizer step does
+    groups[0]["lr"] = 0.5  # as the learning-rate ramp does
+    release.set()
+    writer.join()
+    assert not writer.pending
+    first = ckpt.load(out, 0, 1)
+    assert torch.equal(first["w"], torch.zeros(4)) and first["groups"][0]["lr"] == 0.1
+    for g in (2, 3):
+        writer.submit(out, 0, g, {"w": live})
+    writer.close()  # waits for the pending write and stops the thread
+    assert not writer.pending
+    assert ckpt.list_generations(out, 0) == [2, 3]
+    assert torch.equal(ckpt.load(out, 0, 3)["w"], torch.full((4,), 7.0))
+    assert not any(".tmp." in p.name for p in (tmp_path / "checkpoints" / "rank0").iterdir())
+
+
+def test_background_write_error_is_raised_not_lost(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the run directory should be")
+    writer = ckpt.BackgroundWriter()
+    writer.submit(str(blocker), 0, 1, {"w": torch.zeros(2)})  # returns at once; the write fails in the background
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"rank0/gen000001\.pt: writing it in the background failed"):
+        writer.join()
+    writer.join()  # raised once: the writer is usable again
+    writer.submit(str(tmp_path / "ok"), 0, 1, {"w": torch.zeros(2)})
+    writer.submit(str(blocker), 0, 2, {"w": torch.zeros(2)})
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"gen000002\.pt"):
+        writer.close()  # closing raises the pending write's error too
+    assert ckpt.list_generations(str(tmp_path / "ok"), 0) == [1]
+
+
+def test_a_failed_checkpoint_write_stops_the_run(tmp_path, monkeypatch):
+    """A checkpoint that cannot be written in the background is an error of the run (at the next generation), not
+    a silently missing file."""
+    real_save = ckpt.save
+
+    def failing_save(out, rank, generation, state, **kwargs):
+        if generation == 2:
+            raise OSError(28, "No space left on device")
+        return real_save(out, rank, generation, state, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save", failing_save)
+    config = make_config(tmp_path)
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"gen000002\.pt: .*No space left on device"):
+        train_parallel_de(config, make_task(config), SINGLE)
+    assert ckpt.list_generations(config.out, 0) == [1]
 
 
 class CrashAfter:
