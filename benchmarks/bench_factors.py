@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sim_rss = peak_rss_mib()  # the simulation and cleaning peak, before any factor work
         can_reset = _reset_peak_rss()
-        rss_before = _status_mib("VmRSS")  # what the process holds already (the simulator's leftovers)
+        rss_before = _status_mib("VmRSS")  # what the process holds already (what simulation and cleaning left)
         engine()  # warm-up: imports, page cache, polars thread pool
         scan_w = scan_c = eng_w = eng_c = float("inf")
         for _ in range(reps):  # interleaved, so both see the same machine load

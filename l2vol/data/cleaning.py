@@ -33,7 +33,7 @@ to the ``quarantine`` table; :func:`restore_records` turns them back into canoni
 
 Row order of the cleaned tables: **grouped by symbol** (ascending), each symbol's rows in their arrival
 order — which ``out_of_order`` has made time order (snapshots: ``ts``; trades/orders: ``seq``). This is
-the order every reader wants (a symbol's day is one contiguous run: the factor engine and the bars slice it
+the order every reader wants (a symbol's day is one contiguous run: the factor engine slices it
 instead of gathering 45 book columns per symbol out of a time-major feed, and Parquet statistics on
 ``symbol`` prune row groups), and it is paid once per date here instead of on every read. Quarantine
 records keep naming the raw file and row.
