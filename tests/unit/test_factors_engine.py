@@ -118,6 +118,25 @@ def test_truth_table_is_never_read(market, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(_frame(out, TARGETS_TABLE), _frame(dst, TARGETS_TABLE))
 
 
+def test_a_failed_background_write_is_raised_not_lost(market, tmp_path, monkeypatch):
+    """Partitions are written by writer threads: a write that fails there must fail build_factors, naming the
+    partition, and the other tables' writes still finish."""
+    _, src, _, _, _ = market
+    write = DatasetStore.write_partition
+
+    def failing(self, table, date, *args, **kwargs):
+        if table == TARGETS_TABLE:
+            raise OSError(f"disk full writing table={table}/date={date}")
+        return write(self, table, date, *args, **kwargs)
+
+    monkeypatch.setattr(DatasetStore, "write_partition", failing)
+    out = DatasetStore(str(tmp_path / "out"))
+    dates = src.list_dates("snapshots")[:3]
+    with pytest.raises(OSError, match=f"table={TARGETS_TABLE}/date="):
+        build_factors(src, out, start=dates[0], end=dates[-1])
+    assert out.list_dates(FACTORS_TABLE)  # the writes that did not fail landed
+
+
 def test_incremental_runs_equal_one_full_run(market, tmp_path):
     _, src, dst, info, _ = market
     dates = info["dates"]

@@ -30,12 +30,7 @@ from l2vol.training.task import Task
 SINGLE = DistContext(rank=0, world_size=1, local_rank=0, device="cpu", backend=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 FRAMES = {"train": single_symbol_frame(1200, 1), "val": single_symbol_frame(400, 2)}

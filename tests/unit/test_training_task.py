@@ -29,13 +29,7 @@ def make_panel(seed: int) -> pd.DataFrame:
     return training_panel(seed, n_sym=6, n_ts=150, zero_every=29, extras=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (as the harness pins it), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
