@@ -17,6 +17,20 @@ from l2vol.storage import DatasetStore
 WEIGHTS = "weights.safetensors"
 
 
+def _fast_entmax_networks(model) -> None:
+    """Every network ``model`` builds (``_set_network``: in ``fit``, on load, in the training task) gets
+    :class:`l2vol.models._entmax.Entmax15`: pytorch-tabnet's entmax with a faster sort, bit-identical outputs."""
+    build = model._set_network
+
+    def _set_network() -> None:
+        from l2vol.models._entmax import use_fast_entmax
+
+        build()
+        use_fast_entmax(model.network)
+
+    model._set_network = _set_network
+
+
 class TabNetRegressor(LogTargetRegressor):
     """TabNet (Arik & Pfister 2021) on standardized features and standardized ``log y``.
 
@@ -92,7 +106,7 @@ class TabNetRegressor(LogTargetRegressor):
             warnings.simplefilter("ignore", DeprecationWarning)  # pytorch-tabnet 4.1 imports scipy.sparse.base
             from pytorch_tabnet.tab_model import TabNetRegressor as _TabNet
 
-        return _TabNet(
+        model = _TabNet(
             n_d=self.n_d,
             n_a=self.n_a,
             n_steps=self.n_steps,
@@ -107,6 +121,8 @@ class TabNetRegressor(LogTargetRegressor):
             verbose=0,
             device_name=self.device_,
         )
+        _fast_entmax_networks(model)
+        return model
 
     def _x(self, X: pd.DataFrame) -> np.ndarray:
         return self.normalizer_.transform(as_matrix(X, self.features_))

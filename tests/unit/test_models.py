@@ -295,6 +295,31 @@ def test_tabnet_explain_returns_masks_per_step(data):
     assert (masks >= 0).all()
 
 
+def test_tabnet_trains_with_the_fast_entmax_to_the_same_weights(data, monkeypatch, tmp_path):
+    """The numpy-sorted entmax (l2vol.models._entmax) changes the cost only: fit and predictions are bit-identical
+    to pytorch-tabnet's own entmax, and a saved model loads with the fast one."""
+    import torch
+    from pytorch_tabnet import sparsemax
+
+    from l2vol.models import _entmax
+    from l2vol.models import tabnet as tabnet_module
+
+    Xtr, ytr, Xva, yva = data
+    fast = TabNetRegressor.debug(max_epochs=3).fit(Xtr, ytr, eval_set=(Xva, yva))
+    selectors = [type(m) for m in fast.tabnet_.network.modules() if type(m).__name__ == "Entmax15"]
+    assert selectors and set(selectors) == {_entmax.Entmax15}
+    fast.save(str(tmp_path))
+    loaded = TabNetRegressor.load(str(tmp_path))
+    assert {type(m) for m in loaded.tabnet_.network.modules() if type(m).__name__ == "Entmax15"} == {_entmax.Entmax15}
+    np.testing.assert_array_equal(loaded.predict(Xva), fast.predict(Xva))
+    monkeypatch.setattr(tabnet_module, "_fast_entmax_networks", lambda model: None)
+    plain = TabNetRegressor.debug(max_epochs=3).fit(Xtr, ytr, eval_set=(Xva, yva))
+    assert any(type(m) is sparsemax.Entmax15 for m in plain.tabnet_.network.modules())
+    a, b = fast.tabnet_.network.state_dict(), plain.tabnet_.network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(fast.predict(Xva), plain.predict(Xva))
+
+
 # ------------------------------------------------------------------------------ normalizers, devices
 @pytest.mark.parametrize("cls", [MLPRegressor, TabNetRegressor, LSTMAttentionRegressor])
 def test_normalizers_are_fit_on_training_rows_only(cls, data):
