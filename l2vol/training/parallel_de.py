@@ -13,8 +13,8 @@ state: parameters and buffers, e.g. TabNet's BatchNorm running statistics) with 
 5. ranks all-gather the trial fitness; greedy selection keeps the trial iff it is no worse than its target; an
    individual replaced by its trial loads the trial state and starts a fresh optimizer (its Adam moments belong to
    the point it left);
-6. the elite (best state seen) is kept: re-scored on each generation's subsample and replaced when the best
-   individual beats it on those rows; the generation is recorded and checkpointed (written by a background thread
+6. the elite (best state seen) is kept: re-scored on each generation's subsample (the ranks share its forward
+   chunks) and replaced when the best individual beats it on those rows; the generation is recorded and checkpointed (written by a background thread
    while the next generation trains: :class:`l2vol.training.checkpoint.BackgroundWriter`).
 
 All individuals start from one initialization broadcast from rank 0, so the population stays in one basin and DE's
@@ -384,25 +384,28 @@ def train_parallel_de(
             for j in mine:
                 codec.load(scratch, trials[j])
                 local_trial_fit.append(task.fitness(scratch, fbatch))
-            # The elite is re-scored on this generation's subsample (by one rank, in turn), so that it is compared
-            # with the population on the same rows, as targets and trials are: fitness values of different subsamples
-            # are not comparable (an easy subsample would otherwise crown its generation's best for good).
-            scorer = gen % ws
-            elite_now = math.nan
-            if elite_vec is not None and rank == scorer:
+            # The elite is re-scored on this generation's subsample, so that it is compared with the population on
+            # the same rows, as targets and trials are: fitness values of different subsamples are not comparable (an
+            # easy subsample would otherwise crown its generation's best for good). The ranks share the work: each
+            # scores its share of the forward chunks (chunk c on rank c mod world size) and the chunk sums travel in
+            # the collective below, so no rank waits there for one rank's extra evaluation; the sum over chunks in
+            # chunk order is bit for bit what one rank would compute.
+            n_chunks = task.fitness_chunks(fbatch)
+            elite_parts = [0.0] * n_chunks
+            if elite_vec is not None:
                 codec.load(scratch, elite_vec)
-                elite_now = task.fitness(scratch, fbatch)
+                elite_parts = task.fitness_parts(scratch, fbatch, part=rank, parts=ws)
             # The wall-clock stop is agreed in the same collective: a rank over budget sends 1 (max over ranks).
             over = 0.0
             if config.budget.wall_clock_s is not None:
                 over = float(prior_elapsed + (time.perf_counter() - run_start) >= config.budget.wall_clock_s)
-            local_tfit = torch.tensor([*local_trial_fit, elite_now, over], dtype=torch.float64, device=ctx.device)
+            local_tfit = torch.tensor([*local_trial_fit, *elite_parts, over], dtype=torch.float64, device=ctx.device)
             _sync(ctx)
             t4 = time.perf_counter()
             gathered = collective("all-gather of trial fitness", gen, all_gather_flat, local_tfit)
-            gathered = gathered.reshape(ws, ipr + 2).cpu()
+            gathered = gathered.reshape(ws, ipr + n_chunks + 1).cpu()
             tfit = gathered[:, :ipr].reshape(pop_size)
-            stop = "wall_clock" if float(gathered[:, ipr + 1].max()) > 0 else None
+            stop = "wall_clock" if float(gathered[:, ipr + n_chunks].max()) > 0 else None
             t5 = time.perf_counter()
             new_pop, new_fit, accepted = de.tell(pop, fit, trials, tfit)
             for i, j in enumerate(mine):
@@ -411,10 +414,9 @@ def train_parallel_de(
                     optimizers[i] = task.make_optimizer(individuals[i])  # moments of the old point do not apply
                     since_reset[i] = 0
             b = int(torch.argsort(new_fit, stable=True)[0])
-            if elite_vec is not None:
-                elite["fitness"] = float(gathered[scorer, ipr])  # the elite on this generation's rows
-                if not math.isfinite(elite["fitness"]):
-                    elite["fitness"] = math.inf
+            if elite_vec is not None:  # the elite on this generation's rows
+                chunk_sums = gathered[:, ipr : ipr + n_chunks].sum(dim=0)  # one rank's value + zeros: exact
+                elite["fitness"] = task.fitness_of_parts([float(v) for v in chunk_sums], fbatch)
             if float(new_fit[b]) < elite["fitness"]:
                 elite_vec = new_pop[b].clone()
                 elite = {"fitness": float(new_fit[b]), "generation": gen}

@@ -363,27 +363,42 @@ class Task:
         """MSE of the standardized log forecast on ``batch`` (eval mode, no grad); lower is better. A state that
         cannot be evaluated — a non-finite entry, or a negative BatchNorm running variance (a DE trial can combine
         variances into one; TabNet's entmax then fails) — or a non-finite forecast is infinitely unfit."""
+        return self.fitness_of_parts(self.fitness_parts(module, batch), batch)
+
+    def fitness_chunks(self, batch: Batch) -> int:
+        """How many forward chunks a fitness evaluation of ``batch`` takes (the parts of :meth:`fitness_parts`)."""
+        chunk = TABNET_CHUNK if self.kind == "tabnet" else EVAL_CHUNK
+        return -(-len(batch[-1]) // chunk)
+
+    def fitness_parts(self, module: torch.nn.Module, batch: Batch, *, part: int = 0, parts: int = 1) -> list[float]:
+        """The squared errors of ``batch`` summed per forward chunk (:meth:`fitness_chunks` of them), computing only
+        the chunks ``c`` with ``c % parts == part`` (the others are 0.0): ``parts`` ranks can score one state
+        together, and the element-wise sum of their lists gives each chunk's sum exactly (x + 0.0 == x). Every
+        chunk is ``inf`` for a state that cannot be evaluated (see :meth:`fitness`)."""
         import torch
 
         *inputs, target = batch
+        n_chunks = self.fitness_chunks(batch)
         if not state_is_valid(module):
-            return math.inf
+            return [math.inf] * n_chunks
+        chunk = TABNET_CHUNK if self.kind == "tabnet" else EVAL_CHUNK
+        out = [0.0] * n_chunks
         was_training = module.training
         module.eval()
-        chunk = TABNET_CHUNK if self.kind == "tabnet" else EVAL_CHUNK
         try:
             with torch.no_grad(), _whole_ghost_batches(module):
-                sse = sum(
-                    float(
-                        (
-                            (self.predict_std(module, [t[i : i + chunk] for t in inputs]) - target[i : i + chunk]) ** 2
-                        ).sum()
-                    )
-                    for i in range(0, len(target), chunk)
-                )
+                for c in range(part, n_chunks, parts):
+                    i = c * chunk
+                    err = self.predict_std(module, [t[i : i + chunk] for t in inputs]) - target[i : i + chunk]
+                    out[c] = float((err**2).sum())
         finally:
             module.train(was_training)
-        mse = sse / max(len(target), 1)
+        return out
+
+    @staticmethod
+    def fitness_of_parts(sse: Sequence[float], batch: Batch) -> float:
+        """The fitness from the chunk sums of :meth:`fitness_parts` (added in chunk order)."""
+        mse = sum(sse) / max(len(batch[-1]), 1)
         return mse if math.isfinite(mse) else math.inf
 
     def predict_log(self, module: torch.nn.Module, split: str) -> np.ndarray:

@@ -56,12 +56,33 @@ def _worker(config_path: str, result_dir: str) -> int:
 
     torch.set_num_threads(1)
     from l2vol.training import de as de_module
+    from l2vol.training import task as task_module
+
+    # Fitness in 64-row forward chunks: the 200-row subsample is 4 chunks, so the elite's re-scoring is really
+    # shared (chunks 0 and 2 on rank 0, 1 and 3 on rank 1).
+    task_module.EVAL_CHUNK = 64
     from l2vol.training.config import load_train_config
     from l2vol.training.dist import PeerFailure, barrier, init_distributed, shutdown
     from l2vol.training.parallel_de import StateCodec, train_parallel_de
     from l2vol.training.task import build_task
 
     calls: list[dict] = []
+    elite_scores: list[dict] = []
+    one_rank_parts, batch_of = task_module.Task.fitness_parts, task_module.Task.fitness_batch
+    scored_generation = [-1]
+
+    def recording_batch(self, generation):
+        scored_generation[0] = generation
+        return batch_of(self, generation)
+
+    def recording_parts(self, module, batch, *, part=0, parts=1):
+        out = one_rank_parts(self, module, batch, part=part, parts=parts)
+        if parts > 1:  # the elite's shared re-scoring (targets and trials are scored whole, by their own rank)
+            state = {k: v.clone() for k, v in module.state_dict().items()}
+            elite_scores.append({"generation": scored_generation[0], "parts": out, "state": state})
+        return out
+
+    task_module.Task.fitness_batch, task_module.Task.fitness_parts = recording_batch, recording_parts
 
     class RecordingDE(de_module.DifferentialEvolution):
         def tell(self, population, fitness, trials, trial_fitness):
@@ -73,6 +94,7 @@ def _worker(config_path: str, result_dir: str) -> int:
                     "trials": trials.clone(),
                     "tfit": trial_fitness.clone(),
                     "new_pop": new_pop.clone(),
+                    "best_after_selection": float(new_fit.min()),
                     "de_state": _digest(self.state_dict()),
                 }
             )
@@ -118,10 +140,34 @@ def _worker(config_path: str, result_dir: str) -> int:
                 "accepted": int((call["new_pop"] != call["pop"]).any(dim=1).sum()),
             }
         )
+    # Each re-scoring of the elite (both ranks, a share of the chunks each), against this rank's one-rank score of the
+    # same state on the same rows, and the elite fitness the generation recorded.
+    by_gen = {g["generation"]: g for g in history["generations"]}
+    elite_checks = []
+    for rec in elite_scores:
+        probe.load_state_dict(rec["state"])
+        batch = task.fitness_batch(rec["generation"])
+        elite_checks.append(
+            {
+                "generation": rec["generation"],
+                "parts": rec["parts"],
+                "one_rank_parts": task.fitness_parts(probe, batch),
+                "one_rank_fitness": task.fitness(probe, batch),
+                "best_after_selection": calls[rec["generation"] - first]["best_after_selection"],
+                "recorded_elite": by_gen[rec["generation"]]["elite"],
+            }
+        )
     out = Path(result_dir)
     torch.save({k: v.clone() for k, v in module.state_dict().items()}, out / f"final_rank{ctx.rank}.pt")
     (out / f"rank{ctx.rank}.json").write_text(
-        json.dumps({"generations": gens, "resumed_from": history["resumed_from"], "final": history["final"]})
+        json.dumps(
+            {
+                "generations": gens,
+                "resumed_from": history["resumed_from"],
+                "final": history["final"],
+                "elite_checks": elite_checks,
+            }
+        )
     )
     return 0
 
@@ -241,6 +287,20 @@ def test_ranks_hold_the_same_population_and_selection_never_worsens(uninterrupte
             assert g["worsened"] == [] and g["fitness_mismatch"] == []
     assert sum(g["accepted"] for g in a["generations"]) > 0
     assert a["final"] == b["final"]
+    # The elite is re-scored from generation 1 on by both ranks, each on its share of the 4 chunks; the generation
+    # records that score (or the new best, when it beat the elite), bit for bit what one rank computes.
+    assert [c["generation"] for c in a["elite_checks"]] == list(range(1, GENERATIONS))
+    for ca, cb in zip(a["elite_checks"], b["elite_checks"], strict=True):
+        assert [i for i, v in enumerate(ca["parts"]) if v] == [0, 2] and [
+            i for i, v in enumerate(cb["parts"]) if v
+        ] == [1, 3]
+        assert (
+            [x + y for x, y in zip(ca["parts"], cb["parts"], strict=True)]
+            == ca["one_rank_parts"]
+            == cb["one_rank_parts"]
+        )
+        expected = min(ca["one_rank_fitness"], ca["best_after_selection"])
+        assert ca["recorded_elite"] == cb["recorded_elite"] == expected, ca["generation"]
     import torch
 
     s0, s1 = _final_states(uninterrupted)

@@ -231,3 +231,26 @@ def test_unevaluable_states_are_infinitely_unfit(data_dir, tmp_path):
     with torch.no_grad():
         next(net.parameters()).fill_(float("nan"))
     assert mlp.fitness(net, mlp.fitness_batch(0)) == float("inf")
+
+
+def test_fitness_shared_by_chunks_adds_up_to_the_fitness_bit_for_bit(data_dir, tmp_path, monkeypatch):
+    """Parallel_DE's ranks re-score the elite together: each scores the chunks c with c mod parts == part, and the
+    element-wise sum of their chunk sums, added in chunk order, is exactly the one-rank fitness."""
+    import l2vol.training.task as task_module
+
+    monkeypatch.setattr(task_module, "TABNET_CHUNK", 64)  # the 300-row subsample: 5 chunks
+    task = Task(config(data_dir, tmp_path, model="tabnet"))
+    module = task.build_module(3)
+    batch = task.fitness_batch(0)
+    whole = task.fitness_parts(module, batch)
+    assert task.fitness_chunks(batch) == len(whole) == 5 and all(v > 0 for v in whole)
+    for parts in (2, 3, 7):
+        shares = [task.fitness_parts(module, batch, part=r, parts=parts) for r in range(parts)]
+        for r, share in enumerate(shares):
+            assert [c for c, v in enumerate(share) if v != 0.0] == list(range(r, 5, parts))
+        summed = torch.tensor(shares, dtype=torch.float64).sum(dim=0).tolist()
+        assert summed == whole
+        assert task.fitness_of_parts(summed, batch) == task.fitness(module, batch)
+    var = next(k for k in module.state_dict() if k.endswith("running_var"))
+    module.state_dict()[var].fill_(-1.0)
+    assert task.fitness_parts(module, batch, part=1, parts=2) == [float("inf")] * 5
