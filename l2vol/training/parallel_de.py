@@ -387,14 +387,15 @@ def train_parallel_de(
             # The elite is re-scored on this generation's subsample, so that it is compared with the population on
             # the same rows, as targets and trials are: fitness values of different subsamples are not comparable (an
             # easy subsample would otherwise crown its generation's best for good). The ranks share the work: each
-            # scores its share of the forward chunks (chunk c on rank c mod world size) and the chunk sums travel in
+            # scores its share of the forward chunks (chunk c on rank (c + gen) mod world size: a one-chunk subsample
+            # is scored by each rank in turn) and the chunk sums travel in
             # the collective below, so no rank waits there for one rank's extra evaluation; the sum over chunks in
             # chunk order is bit for bit what one rank would compute.
             n_chunks = task.fitness_chunks(fbatch)
             elite_parts = [0.0] * n_chunks
             if elite_vec is not None:
                 codec.load(scratch, elite_vec)
-                elite_parts = task.fitness_parts(scratch, fbatch, part=rank, parts=ws)
+                elite_parts = task.fitness_parts(scratch, fbatch, part=(rank - gen) % ws, parts=ws)
             # The wall-clock stop is agreed in the same collective: a rank over budget sends 1 (max over ranks).
             over = 0.0
             if config.budget.wall_clock_s is not None:

@@ -238,7 +238,7 @@ def test_fitness_shared_by_chunks_adds_up_to_the_fitness_bit_for_bit(data_dir, t
     element-wise sum of their chunk sums, added in chunk order, is exactly the one-rank fitness."""
     import l2vol.training.task as task_module
 
-    monkeypatch.setattr(task_module, "TABNET_CHUNK", 64)  # the 300-row subsample: 5 chunks
+    monkeypatch.setattr(task_module, "EVAL_CHUNK", 64)  # the 300-row subsample: 5 chunks
     task = Task(config(data_dir, tmp_path, model="tabnet"))
     module = task.build_module(3)
     batch = task.fitness_batch(0)
