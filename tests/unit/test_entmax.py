@@ -18,6 +18,7 @@ def _inputs():
     tied = torch.randn(64, 12, generator=g).round()  # many equal values per row
     yield tied
     yield torch.zeros(4, 7)  # one tie across the whole row
+    yield torch.randn(49, 300, generator=g).t()  # not contiguous
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
