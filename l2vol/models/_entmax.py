@@ -3,8 +3,9 @@
 TabNet's attentive transformers pick features with entmax-1.5 (``mask_type="entmax"``, our default). pytorch-tabnet
 4.1 computes its threshold from a descending ``torch.sort`` of every row. On the CPU that sort is most of the
 function's cost: for a (2,048 × 49) input torch 2.13's sort took 2.2-2.3 ms, numpy 2.4's ``np.sort`` (vectorized
-sorting networks) 0.19 ms. Measured on the whole function on this project's 2-core build machine: 1,024 rows
-1.9-2.2 → 0.8-1.0 ms, 256 rows (a training batch) 0.57-0.61 → 0.26-0.29 ms, once per decision step. Attention is
+sorting networks) 0.19 ms. Measured on the whole function on this project's 2-core build machine (one torch
+thread): 2,048 rows 4.6-5.3 → 1.4-1.6 ms, 256 rows (a training batch) 0.55-0.58 → 0.20-0.24 ms, once per decision
+step. Attention is
 most of TabNet's forward pass on the CPU, so fitness evaluations and training steps get cheaper.
 
 Only the sort changes: sorted values are the same values whatever the algorithm (ties are equal values; only

@@ -382,7 +382,7 @@ class Task:
             return [math.inf] * n_chunks
         # Every model in chunks of EVAL_CHUNK rows, TabNet too: with its ghost BatchNorm applied to whole batches
         # (eval mode), pytorch-tabnet's 1,024-row predict chunks would change only the per-operation overhead (a
-        # 2,048-row TabNet fitness: 2 x 9.0 ms in 1,024-row chunks, 13.8 ms in one forward).
+        # 2,048-row TabNet fitness: 2 x 7.3 ms in 1,024-row chunks, 11.3 ms in one forward).
         chunk = EVAL_CHUNK
         out = [0.0] * n_chunks
         was_training = module.training
