@@ -14,8 +14,9 @@ state: parameters and buffers, e.g. TabNet's BatchNorm running statistics) with 
    individual replaced by its trial loads the trial state and starts a fresh optimizer (its Adam moments belong to
    the point it left);
 6. the elite (best state seen) is kept: re-scored on each generation's subsample (the ranks share its forward
-   chunks) and replaced when the best individual beats it on those rows; the generation is recorded and checkpointed (written by a background thread
-   while the next generation trains: :class:`l2vol.training.checkpoint.BackgroundWriter`).
+   chunks) and replaced when the best individual beats it on those rows; the generation is recorded and
+   checkpointed (written by a background thread while the next generation trains:
+   :class:`l2vol.training.checkpoint.BackgroundWriter`).
 
 All individuals start from one initialization broadcast from rank 0, so the population stays in one basin and DE's
 vector differences are meaningful; selection compares target and trial on the same subsample, so an individual never
@@ -386,11 +387,10 @@ def train_parallel_de(
                 local_trial_fit.append(task.fitness(scratch, fbatch))
             # The elite is re-scored on this generation's subsample, so that it is compared with the population on
             # the same rows, as targets and trials are: fitness values of different subsamples are not comparable (an
-            # easy subsample would otherwise crown its generation's best for good). The ranks share the work: each
-            # scores its share of the forward chunks (chunk c on rank (c + gen) mod world size: a one-chunk subsample
-            # is scored by each rank in turn) and the chunk sums travel in
-            # the collective below, so no rank waits there for one rank's extra evaluation; the sum over chunks in
-            # chunk order is bit for bit what one rank would compute.
+            # easy subsample would otherwise crown its generation's best for good). The ranks share the work: chunk c
+            # of the subsample is scored on rank (c + gen) mod world size (a one-chunk subsample by each rank in turn),
+            # so with several chunks no rank waits in the collective below for one rank's whole extra evaluation. The
+            # chunk sums travel in that collective; their sum in chunk order is bit for bit one rank's fitness.
             n_chunks = task.fitness_chunks(fbatch)
             elite_parts = [0.0] * n_chunks
             if elite_vec is not None:
