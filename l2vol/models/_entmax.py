@@ -5,16 +5,15 @@ TabNet's attentive transformers pick features with entmax-1.5 (``mask_type="entm
 function's cost: for a (2,048 × 49) input torch 2.13's sort took 2.2-2.3 ms, numpy 2.4's ``np.sort`` (vectorized
 sorting networks) 0.19 ms. Measured on the whole function on this project's 2-core build machine (one torch
 thread): 2,048 rows 4.6-5.3 → 1.4-1.6 ms, 256 rows (a training batch) 0.55-0.58 → 0.20-0.24 ms, once per decision
-step. Attention is
-most of TabNet's forward pass on the CPU, so fitness evaluations and training steps get cheaper.
+step. Attention is most of TabNet's forward pass on the CPU, so fitness evaluations and training steps get cheaper.
 
 Only the sort changes: sorted values are the same values whatever the algorithm (ties are equal values; only
-values are used, never indices), and every other operation is pytorch-tabnet's own, in the same order. For 2-D inputs
-along the last dimension (TabNet's case) the element-wise steps run in numpy, which has less per-call overhead on these
-small arrays (IEEE-rounded like torch's); the cumulative sums (torch accumulates in double) and the square root
-(torch's rounds differently from numpy's) stay in torch. Outputs and gradients are
-bit-identical to pytorch-tabnet's ``Entmax15`` (tested with ``torch.equal``). CUDA tensors (and anything numpy
-cannot take) use ``torch.sort`` as before.
+values are used, never indices), and every other operation is pytorch-tabnet's own, in the same order. For 2-D
+inputs along the last dimension (TabNet's case) the element-wise steps run in numpy, which has less per-call
+overhead on these small arrays (IEEE-rounded like torch's); the cumulative sums (torch accumulates in double) and the
+square root (torch's rounds differently from numpy's) stay in torch. Outputs and gradients are bit-identical to
+pytorch-tabnet's ``Entmax15`` (tested with ``torch.equal``). CUDA tensors (and anything numpy cannot take) use
+``torch.sort`` as before.
 
 Written here rather than taken from a library: the ``entmax`` package computes the same threshold with the same
 ``torch.sort``, so it has the same cost.
